@@ -1,0 +1,1 @@
+"""cloud-controller-manager and the cloud provider plugin interface."""

@@ -1,0 +1,1 @@
+"""API types: kind declarations, JSON/YAML codecs, quantities, selectors."""

@@ -1,0 +1,1 @@
+"""Shared client machinery: typed client, informers, work queues, leader election."""

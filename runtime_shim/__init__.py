@@ -1,0 +1,1 @@
+"""The CRI runtime shim (runtime.v1) and its backends."""

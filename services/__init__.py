@@ -1,0 +1,1 @@
+"""The cluster components: apiserver, scheduler, controllers, kubelet, proxy."""
