@@ -121,6 +121,55 @@ def render(package: str, imports: list[str], messages: list[Message]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GO_STRUCT = re.compile(r"^type (\w+) struct \{$(.*?)^\}", re.M | re.S)
+GO_FIELD = re.compile(r"^\s*(?:(\w+)\s+)?(\S+)\s+`([^`]*)`", re.M)
+GO_TAG = re.compile(r'(\w+):"([^"]*)"')
+JSON_FIELDS = ROOT / "pilothouse" / "api" / "k8s_json_fields.py"
+
+
+Facts = dict[str, dict[str, tuple[str, int]]]
+PatchFacts = dict[str, dict[str, tuple[str, str]]]
+
+
+def json_facts(go_dir: Path, package: str) -> tuple[Facts, PatchFacts]:
+    """Per message: proto field name -> (JSON name, flags) from the Go json tags.
+
+    flags: 1 = omitempty, 2 = Go pointer (zero value is meaningful), 4 = inline
+    (the field's own JSON fields appear in the parent object).
+    """
+    facts: Facts = {}
+    patch: PatchFacts = {}
+    for go in sorted(go_dir.glob("*.go")):
+        if go.name.endswith("_test.go") or go.name.startswith("zz_generated"):
+            continue
+        for struct in GO_STRUCT.finditer(go.read_text()):
+            fields: dict[str, tuple[str, int]] = {}
+            patches: dict[str, tuple[str, str]] = {}
+            for name, go_type, raw_tag in GO_FIELD.findall(struct.group(2)):
+                tag = dict(GO_TAG.findall(raw_tag))
+                if "json" not in tag or "protobuf" not in tag:
+                    continue
+                named = re.search(r"name=(\w+)", tag["protobuf"])
+                # An embedded struct without name= takes its type's name.
+                proto_name = named.group(1) if named else go_type[0].lower() + go_type[1:]
+                json_name, _, options = tag["json"].partition(",")
+                flags = 0
+                if "omitempty" in options.split(","):
+                    flags |= 1
+                if go_type.startswith("*") or (not name and go_type.startswith("*")):
+                    flags |= 2
+                if "inline" in options.split(","):
+                    flags |= 4
+                fields[proto_name] = (json_name, flags)
+                if "patchStrategy" in tag:
+                    patches[json_name] = (tag["patchStrategy"], tag.get("patchMergeKey", ""))
+            if fields:
+                facts[f"{package}.{struct.group(1)}"] = fields
+            if patches:
+                patch[f"{package}.{struct.group(1)}"] = patches
+    return facts, patch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--api", type=Path, required=True)
@@ -133,6 +182,34 @@ def main() -> None:
     jobs += [(opts.api / gv / "generated.proto", _our_path(f"k8s.io/api/{gv}/generated.proto"))
              for gv in API_GROUPS]
     parsed = {dst: parse(src.read_text()) for src, dst in jobs}
+    facts: Facts = {}
+    patch: PatchFacts = {}
+    for src, dst in jobs:
+        more_facts, more_patch = json_facts(src.parent, parsed[dst][0])
+        facts.update(more_facts)
+        patch.update(more_patch)
+    lines = [
+        '"""JSON facts of the Kubernetes API types, from their Go json tags.',
+        "",
+        "Written by tools/k8s_protogen.py. Per protobuf message: proto field name ->",
+        "(JSON name, flags); flags: 1 omitempty, 2 pointer (zero is meaningful),",
+        "4 inline (its fields appear in the parent object). PATCH: per message, JSON",
+        'name -> (patchStrategy, patchMergeKey) for strategic merge patch."""',
+        "",
+        "FIELDS: dict[str, dict[str, tuple[str, int]]] = {",
+    ]
+    for message in sorted(facts):
+        lines.append(f"    {message!r}: {{")
+        lines += [f"        {k!r}: {v!r}," for k, v in facts[message].items()]
+        lines.append("    },")
+    lines.append("}")
+    lines += ["", "PATCH: dict[str, dict[str, tuple[str, str]]] = {"]
+    for message in sorted(patch):
+        lines.append(f"    {message!r}: {{")
+        lines += [f"        {k!r}: {v!r}," for k, v in patch[message].items()]
+        lines.append("    },")
+    lines.append("}")
+    JSON_FIELDS.write_text("\n".join(lines) + "\n")
     package_of = {dst: package for dst, (package, _, _) in parsed.items()}
     for dst, (package, imports, messages) in parsed.items():
         types = {f.split()[1] for m in messages for f in m.fields if not f.startswith("map<")}
