@@ -1,0 +1,1 @@
+"""The apiserver: the cluster's one entrance (REST + gRPC over registry, watch cache, storage)."""
