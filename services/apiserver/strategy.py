@@ -27,9 +27,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
+from pilothouse.services.apiserver.errors import Cause
 
 from pilothouse.api.kinds import Kind
-from pilothouse.services.apiserver.errors import Cause
 
 
 class Allocator(Protocol):
@@ -112,9 +112,9 @@ class Strategy:
                 continue
             if getattr(new, fd.name) != getattr(old, fd.name):
                 return True
-            if fd.message_type is not None and not fd.is_repeated:
-                if new.HasField(fd.name) != old.HasField(fd.name):
-                    return True
+            if (fd.message_type is not None and not fd.is_repeated
+                    and new.HasField(fd.name) != old.HasField(fd.name)):
+                return True
         return False
 
     def field_set(self, obj: Message) -> dict[str, str]:

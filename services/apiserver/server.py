@@ -1,0 +1,230 @@
+"""``pilothouse apiserver``: storage + registry + REST frontend in one asyncio process.
+
+``APIServer`` is also the library entry point tests and ``pilothouse up`` use:
+
+    async with APIServer(APIServerConfig(data_dir=tmp_path, port=0)) as server:
+        print(server.url)
+
+Start-up order: open storage (a corrupt or newer database fails here with a
+clear error), start one watch cache per kind, make the system namespaces,
+then listen. Shutdown (SIGTERM/SIGINT or leaving the context) stops
+listening, ends every watch and closes storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from pilothouse.services.apiserver import strategies  # noqa: F401  (registers strategies)
+from pilothouse.services.apiserver.metrics import APIServerMetrics
+from pilothouse.services.apiserver.registry import Registry
+from pilothouse.services.apiserver.rest import RestAPI
+from pilothouse.services.apiserver.strategies.allocators import RangeAllocator
+
+from pilothouse.api.kinds import KindRegistry
+from pilothouse.logs import setup_logging
+from pilothouse.storage import open_storage
+from pilothouse.storage.interface import Storage
+
+log = logging.getLogger("pilothouse.apiserver")
+
+DEFAULT_PORT = 6443
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_NODE_PORTS = "30000-32767"
+
+
+@dataclass
+class APIServerConfig:
+    data_dir: Path | None = None
+    storage_url: str = ""  # default: sqlite in data_dir (memory:// when no data_dir)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    service_cidr: str = DEFAULT_SERVICE_CIDR
+    node_port_range: str = DEFAULT_NODE_PORTS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        if self.data_dir is not None:
+            return f"sqlite://{Path(self.data_dir).resolve() / 'state.db'}"
+        return "memory://"
+
+
+class APIServer:
+    def __init__(self, config: APIServerConfig) -> None:
+        self.config = config
+        self.metrics = APIServerMetrics()
+        self.storage: Storage | None = None
+        self.registry: Registry | None = None
+        self.app: RestAPI | None = None
+        self._server: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self.port = config.port
+        self.ready = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        if self.config.data_dir is not None:
+            await asyncio.to_thread(Path(self.config.data_dir).mkdir, parents=True,
+                                    exist_ok=True)
+        self.storage = await open_storage(self.config.resolved_storage_url())
+        start, _, end = self.config.node_port_range.partition("-")
+        allocators: dict[str, Any] = {
+            "service-ip": RangeAllocator.for_cidr(self.config.service_cidr),
+            "node-port": RangeAllocator.for_ports(int(start), int(end)),
+        }
+        self.registry = Registry(self.storage, KindRegistry.builtin(), allocators=allocators)
+        await self.registry.start()
+        await self._seed_allocators()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((self.config.host, self.config.port))
+        self.port = self._socket.getsockname()[1]
+        self.app = RestAPI(self.registry, metrics=self.metrics,
+                           server_address=f"{self.config.host}:{self.port}",
+                           is_ready=lambda: self.ready)
+        uv_config = uvicorn.Config(self.app, log_config=None, access_log=False,
+                                   lifespan="off", timeout_graceful_shutdown=2,
+                                   http="httptools", loop="none")
+        self._server = uvicorn.Server(uv_config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._serve_task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        while not self._server.started:
+            if self._serve_task.done():
+                self._serve_task.result()
+            await asyncio.sleep(0.01)
+        self.ready = True
+        log.info("apiserver listening", extra={"url": self.url})
+
+    async def _seed_allocators(self) -> None:
+        """Mark cluster IPs and node ports of stored Services as taken."""
+        assert self.registry is not None
+        services = self.registry.store_for("", "services")
+        ips = self.registry.allocators["service-ip"]
+        ports = self.registry.allocators["node-port"]
+        for cached in services.cache.list():
+            svc: Any = cached.obj
+            for ip in svc.spec.clusterIPs or ([svc.spec.clusterIP] if svc.spec.clusterIP else []):
+                if ip and ip != "None":
+                    ips.mark_used(ip)
+            for port in svc.spec.ports:
+                if port.nodePort:
+                    ports.mark_used(str(port.nodePort))
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._serve_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._serve_task, 5)
+        if self.registry is not None:
+            await self.registry.stop()
+        if self.storage is not None:
+            await self.storage.close()
+
+    async def __aenter__(self) -> APIServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+def write_kubeconfig(path: Path, url: str, *, name: str = "pilothouse") -> Path:
+    """An admin kubeconfig for ``url`` (written atomically, mode 0600)."""
+    text = (
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "clusters:\n"
+        f"- name: {name}\n"
+        "  cluster:\n"
+        f"    server: {url}\n"
+        "users:\n"
+        "- name: admin\n"
+        "  user: {}\n"
+        "contexts:\n"
+        f"- name: {name}\n"
+        "  context:\n"
+        f"    cluster: {name}\n"
+        "    user: admin\n"
+        "    namespace: default\n"
+        f"current-context: {name}\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+async def run_until_signalled(*servers: Any) -> None:
+    """Wait for SIGTERM/SIGINT, then stop ``servers`` in reverse order."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for server in reversed(servers):
+            await server.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where state lives (SQLite database); default: in memory")
+    parser.add_argument("--storage", default="",
+                        help="storage URL: sqlite:///PATH, memory:// (default: sqlite in "
+                             "--data-dir)")
+    parser.add_argument("--bind-address", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--service-cluster-ip-range", default=DEFAULT_SERVICE_CIDR)
+    parser.add_argument("--service-node-port-range", default=DEFAULT_NODE_PORTS)
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> APIServerConfig:
+    return APIServerConfig(data_dir=args.data_dir, storage_url=args.storage,
+                           host=args.bind_address, port=args.port,
+                           service_cidr=args.service_cluster_ip_range,
+                           node_port_range=args.service_node_port_range)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format, verbose=args.verbose)
+
+    async def main() -> None:
+        server = APIServer(config_from_args(args))
+        await server.start()
+        if args.data_dir is not None:
+            kubeconfig = write_kubeconfig(Path(args.data_dir) / "kubeconfig", server.url)
+            print(f"kubeconfig: {kubeconfig}", flush=True)
+        await run_until_signalled(server)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        log.error("apiserver failed: %s", exc)
+        return 1
+    return 0
