@@ -26,6 +26,10 @@ def register(name: str, module: str, help_text: str) -> None:
 def _known() -> None:
     """The components that have landed; each line is one subcommand."""
     register("version", "pilothouse.version", "print the pilothouse and Kubernetes API versions")
+    register("up", "pilothouse.up", "start a whole cluster on this machine")
+    register("apiserver", "pilothouse.services.apiserver.server", "run the apiserver")
+    register("runtime-shim", "pilothouse.runtime_shim.cli", "serve the CRI (runtime.v1)")
+    register("image", "pilothouse.runtime_shim.images.cli", "build and import local images")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import builtins
 import binascii
+import builtins
 import json
 import random
 import uuid
@@ -35,13 +35,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
-from pilothouse.services.apiserver import errors
-from pilothouse.services.apiserver.errors import Cause, StatusError
-from pilothouse.services.apiserver.strategy import Strategy, StrategyContext, strategy_for
-from pilothouse.services.apiserver.watchcache import CachedObject, Matcher, WatchCache
 
 from pilothouse.api.kinds import Kind, KindRegistry
 from pilothouse.api.serialization import Object, decode_value, encode_value
+from pilothouse.services.apiserver import errors
+from pilothouse.services.apiserver.errors import Cause, StatusError
+from pilothouse.services.apiserver.strategy import Strategy, StrategyContext, strategy_for
+from pilothouse.services.apiserver.validation import validate_object_meta
+from pilothouse.services.apiserver.watchcache import CachedObject, Matcher, WatchCache
 from pilothouse.storage.interface import (
     CompactedError,
     ConflictError,
@@ -438,12 +439,7 @@ class ResourceStore:
         return obj
 
     def _validate_meta(self, obj: Message) -> builtins.list[Cause]:
-        try:
-            from pilothouse.services.apiserver.validation import validate_object_meta
-        except ImportError:  # validation lands with the strategies
-            return _basic_meta_causes(_meta(obj))
-        causes: list[Cause] = validate_object_meta(_meta(obj), self.kind.namespaced)
-        return causes
+        return validate_object_meta(_meta(obj), self.kind.namespaced)
 
     # -- update --------------------------------------------------------------
 
@@ -684,15 +680,3 @@ class ResourceStore:
                 raise
             out.append(obj)
         return out
-
-
-def _basic_meta_causes(meta: Any) -> builtins.list[Cause]:
-    import re
-
-    causes = []
-    if meta.name and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", meta.name):
-        causes.append(Cause("FieldValueInvalid",
-                            f"Invalid value: {meta.name!r}: a lowercase RFC 1123 subdomain must "
-                            "consist of lower case alphanumeric characters, '-' or '.', and must "
-                            "start and end with an alphanumeric character", "metadata.name"))
-    return causes

@@ -29,16 +29,6 @@ from urllib.parse import parse_qsl
 
 import yaml
 from google.protobuf.message import Message
-from pilothouse.services.apiserver import discovery, errors
-from pilothouse.services.apiserver.errors import StatusError
-from pilothouse.services.apiserver.metrics import APIServerMetrics
-from pilothouse.services.apiserver.registry import (
-    DeleteOptions,
-    Registry,
-    ResourceStore,
-    parse_resource_version,
-)
-from pilothouse.services.apiserver.watchcache import CachedObject, Matcher, TooOldResourceVersion
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pilothouse.api.codec import DecodeError, unknown_fields
@@ -52,6 +42,16 @@ from pilothouse.api.serialization import (
     object_from_dict,
     object_to_dict,
 )
+from pilothouse.services.apiserver import discovery, errors
+from pilothouse.services.apiserver.errors import StatusError
+from pilothouse.services.apiserver.metrics import APIServerMetrics
+from pilothouse.services.apiserver.registry import (
+    DeleteOptions,
+    Registry,
+    ResourceStore,
+    parse_resource_version,
+)
+from pilothouse.services.apiserver.watchcache import CachedObject, Matcher, TooOldResourceVersion
 
 log = logging.getLogger("pilothouse.apiserver.rest")
 

@@ -25,16 +25,19 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
+
+from pilothouse.api.kinds import KindRegistry
+from pilothouse.logs import setup_logging
 from pilothouse.services.apiserver import strategies  # noqa: F401  (registers strategies)
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.registry import Registry
 from pilothouse.services.apiserver.rest import RestAPI
-from pilothouse.services.apiserver.strategies.allocators import RangeAllocator
-
-from pilothouse.api.kinds import KindRegistry
-from pilothouse.logs import setup_logging
+from pilothouse.services.apiserver.strategies.allocators import (
+    IPRangeAllocator,
+    PortRangeAllocator,
+)
 from pilothouse.storage import open_storage
-from pilothouse.storage.interface import Storage
+from pilothouse.storage.interface import Storage, StorageError
 
 log = logging.getLogger("pilothouse.apiserver")
 
@@ -83,10 +86,9 @@ class APIServer:
             await asyncio.to_thread(Path(self.config.data_dir).mkdir, parents=True,
                                     exist_ok=True)
         self.storage = await open_storage(self.config.resolved_storage_url())
-        start, _, end = self.config.node_port_range.partition("-")
         allocators: dict[str, Any] = {
-            "service-ip": RangeAllocator.for_cidr(self.config.service_cidr),
-            "node-port": RangeAllocator.for_ports(int(start), int(end)),
+            "service-ip": IPRangeAllocator(self.config.service_cidr),
+            "node-port": PortRangeAllocator(self.config.node_port_range),
         }
         self.registry = Registry(self.storage, KindRegistry.builtin(), allocators=allocators)
         await self.registry.start()
@@ -119,12 +121,9 @@ class APIServer:
         ports = self.registry.allocators["node-port"]
         for cached in services.cache.list():
             svc: Any = cached.obj
-            for ip in svc.spec.clusterIPs or ([svc.spec.clusterIP] if svc.spec.clusterIP else []):
-                if ip and ip != "None":
-                    ips.mark_used(ip)
-            for port in svc.spec.ports:
-                if port.nodePort:
-                    ports.mark_used(str(port.nodePort))
+            cluster_ips = list(svc.spec.clusterIPs) or [svc.spec.clusterIP]
+            ips.mark_used(ip for ip in cluster_ips if ip and ip != "None")
+            ports.mark_used(str(p.nodePort) for p in svc.spec.ports if p.nodePort)
 
     async def stop(self) -> None:
         self.ready = False
@@ -224,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         log.error("apiserver failed: %s", exc)
         return 1
     return 0
