@@ -793,12 +793,15 @@ def _set_element_order(
 
     if current is None and patch_list is None:
         return
+    server_order = current or []
     if patch_list is None:
         merged = current
     elif current is None:
         merged = _fresh(patch_list, _child(schema, target), strategies, merge_key, where)
     elif "merge" in strategies:
-        merged = _merge_list(current, patch_list, _items(_child(schema, target)), merge_key, where)
+        merged, server_order = _merge_list_with_view(
+            current, patch_list, _items(_child(schema, target)), merge_key, where
+        )
     else:
         merged = _clean(patch_list)
     if not merged:
@@ -809,7 +812,7 @@ def _set_element_order(
     wanted = [ident(o) for o in order]
     named = [m for m in merged if _index_of(wanted, ident(m)) >= 0]
     server_only = [m for m in merged if _index_of(wanted, ident(m)) < 0]
-    original[target] = _normalize_order(named, server_only, order, current or [], ident)
+    original[target] = _normalize_order(named, server_only, order, server_order, ident)
 
 
 def _check_order(patch_list: list[JSON], order: list[JSON], merge_key: str, where: str) -> None:
@@ -880,8 +883,26 @@ def _merge_list(
 ) -> list[JSON]:
     """Merge a list with patchStrategy merge (items by merge_key, or scalars
     as a set), then order it the way Kubernetes does."""
+    return _merge_list_with_view(current, patch, item_schema, merge_key, where)[0]
+
+
+def _merge_list_with_view(
+    current: list[JSON],
+    patch: list[JSON],
+    item_schema: PatchSchema | None,
+    merge_key: str,
+    where: str,
+) -> tuple[list[JSON], list[JSON]]:
+    """The merged list, and the server order a later `$setElementOrder`
+    ranks server-only items by.
+
+    That server order is Kubernetes' observable behaviour: the live list with
+    deleted items taken out, followed by as many of the newly added items as
+    were deleted (Kubernetes deletes and appends in place within the live
+    list's storage, so those additions become part of the order it consults;
+    its test tables pin the resulting orders down)."""
     if not current and not patch:
-        return current
+        return current, current
     if _element_kind([*current, *patch], where) != "map":
         merged: list[JSON] = []
         for value in (*current, *patch):
@@ -889,16 +910,19 @@ def _merge_list(
                 merged.append(value)
         in_patch = [m for m in merged if _index_of(patch, m) >= 0]
         server_only = [m for m in merged if _index_of(patch, m) < 0]
-        return _normalize_order(in_patch, server_only, patch, current, lambda v: v)
+        return _normalize_order(in_patch, server_only, patch, current, lambda v: v), current
 
     if not merge_key:
         raise PatchError(f"{where}: cannot merge lists of objects without a patch merge key")
     ident = _identity(merge_key, where)
+    live = len(current)
     current, patch, replace = _list_directives(current, patch, ident, where)
     if replace:
         current = [_merge_map({}, r, item_schema, where) for r in patch]
         patch = []
+    deleted = 0 if replace else live - len(current)
     merged = list(current)
+    added: list[JSON] = []
     for item in patch:
         wanted = ident(item)
         for i, existing in enumerate(merged):
@@ -911,10 +935,12 @@ def _merge_list(
                 break
         else:
             merged.append(_merge_map({}, item, item_schema, f"{where}[{_show(wanted)}]"))
+            added.append(merged[-1])
     keys = [ident(p) for p in patch]
     named = [m for m in merged if _index_of(keys, ident(m)) >= 0]
     server_only = [m for m in merged if _index_of(keys, ident(m)) < 0]
-    return _normalize_order(named, server_only, patch, current, ident)
+    result = _normalize_order(named, server_only, patch, current, ident)
+    return result, [*current, *added[:deleted]]
 
 
 def _list_directives(

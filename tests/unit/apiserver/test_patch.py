@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from pilothouse.gen.k8s.apiextensions.v1 import apiextensions_pb2
+from pilothouse.gen.k8s.apps.v1 import apps_pb2
+from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.services.apiserver.patch import (
     PatchConflict,
     PatchError,
@@ -23,10 +27,6 @@ from pilothouse.services.apiserver.patch import (
     create_merge_patch,
     schema_for,
 )
-
-from pilothouse.gen.k8s.apiextensions.v1 import apiextensions_pb2
-from pilothouse.gen.k8s.apps.v1 import apps_pb2
-from pilothouse.gen.k8s.core.v1 import core_pb2
 
 POD = schema_for(core_pb2.Pod.DESCRIPTOR)
 DEPLOYMENT = schema_for(apps_pb2.Deployment.DESCRIPTOR)
@@ -651,6 +651,30 @@ SMP_CASES = [
         {"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "x"}, {"name": "a"}]}},
         lambda r: names(r["spec"]["containers"]) == ["b", "a"],
         id="setElementOrder-names-missing-item",
+    ),
+    pytest.param(
+        make_pod(container("1"), container("2", image="b"), container("4", image="c")),
+        {
+            "spec": {
+                "$setElementOrder/containers": [{"name": "2"}, {"name": "3"}],
+                "containers": [{"name": "3"}, {"name": "1", "$patch": "delete"}],
+            }
+        },
+        # Kubernetes ranks server-only "4" against the live list with "1"
+        # deleted and "3" added in its place: 2, 4, 3
+        lambda r: names(r["spec"]["containers"]) == ["2", "4", "3"],
+        id="setElementOrder-add-and-delete-with-server-only-item",
+    ),
+    pytest.param(
+        make_pod(container("1"), container("4", image="c")),
+        {
+            "spec": {
+                "$setElementOrder/containers": [{"name": "2"}, {"name": "3"}],
+                "containers": [{"name": "2"}, {"name": "3"}, {"name": "1", "$patch": "delete"}],
+            }
+        },
+        lambda r: names(r["spec"]["containers"]) == ["4", "2", "3"],
+        id="setElementOrder-replaces-deleted-item-after-server-only-item",
     ),
     pytest.param(
         {**make_pod(), "metadata": {"name": "p", "finalizers": ["a", "x", "b"]}},
