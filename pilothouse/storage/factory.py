@@ -5,7 +5,8 @@ URLs:
 - ``sqlite:///var/lib/pilothouse/state.db`` (absolute path) or
   ``sqlite://state.db`` (relative to the working directory), with optional
   query parameters ``synchronous`` (FULL, NORMAL, EXTRA), ``integrity_check``
-  (quick, full, off), ``watch_queue_size``, ``max_batch``, ``compact_chunk``:
+  (quick, full, off), ``watch_queue_size``, ``max_batch``, ``compact_chunk``,
+  ``busy_timeout_ms``:
   ``sqlite:///tmp/x.db?synchronous=NORMAL``.
 - ``memory://`` (optionally ``memory://?watch_queue_size=100``): nothing
   survives close; for tests and throwaway clusters.
@@ -30,6 +31,7 @@ _SQLITE_PARAMS = {
     "watch_queue_size": int,
     "max_batch": int,
     "compact_chunk": int,
+    "busy_timeout_ms": int,
 }
 _MEMORY_PARAMS = {"watch_queue_size": int}
 

@@ -144,6 +144,7 @@ class SqliteOptions:
     watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE
     max_batch: int = DEFAULT_MAX_BATCH  # most writes in one group commit
     compact_chunk: int = DEFAULT_COMPACT_CHUNK  # rows examined per compaction transaction
+    busy_timeout_ms: int = 10_000  # how long a transaction waits for a lock held elsewhere
 
     def __post_init__(self) -> None:
         if self.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -154,7 +155,7 @@ class SqliteOptions:
             raise ValueError(
                 f"integrity_check must be quick, full or off, not {self.integrity_check!r}"
             )
-        for name in ("watch_queue_size", "max_batch", "compact_chunk"):
+        for name in ("watch_queue_size", "max_batch", "compact_chunk", "busy_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -398,11 +399,12 @@ class _Reader(_Thread):
     def __init__(self, store: SqliteStorage) -> None:
         super().__init__(f"pilothouse-storage-reader:{store.path.name}", store._loop)
         self.path = store.path
+        self.options = store.options
         self.conn: sqlite3.Connection | None = None
 
     def run(self) -> None:
         try:
-            self.conn = _connect_reader(self.path)
+            self.conn = _connect_reader(self.path, self.options)
         except BaseException as exc:
             self.ready.set_exception(exc)
             self.done.set_result(None)
@@ -836,7 +838,7 @@ def _validate_existing(path: Path, options: SqliteOptions) -> None:
 def _connect_writer(path: Path, options: SqliteOptions) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=64)
     try:
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {options.busy_timeout_ms}")
         tables = _tables(conn)
         if not tables:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
@@ -862,9 +864,9 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _connect_reader(path: Path) -> sqlite3.Connection:
+def _connect_reader(path: Path, options: SqliteOptions) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=64)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {options.busy_timeout_ms}")
     conn.execute("PRAGMA query_only = 1")
     conn.execute("PRAGMA cache_size = -32768")
     return conn
