@@ -56,6 +56,9 @@ from pilothouse.storage.interface import (
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAX_CONFLICT_RETRIES = 20
+# Subresources whose handlers make the change themselves with their own checks
+# (pods/binding sets spec.nodeName, which a pod update may not change).
+SERVER_SUBRESOURCES = ("binding",)
 
 
 class AdmissionPlugin(Protocol):
@@ -540,11 +543,13 @@ class ResourceStore:
         ctx = self.registry.ctx
         if subresource == "status":
             self.strategy.prepare_for_status_update(new, old, ctx)
-        else:
+        elif subresource not in SERVER_SUBRESOURCES:
             self.strategy.prepare_for_update(new, old, ctx)
         self.strategy.default(new, ctx)
         await self._admit("UPDATE", new, old, subresource)
-        causes = self._validate_meta(new) + self.strategy.validate_update(new, old, ctx)
+        causes = self._validate_meta(new)
+        if subresource not in SERVER_SUBRESOURCES:
+            causes += self.strategy.validate_update(new, old, ctx)
         if causes:
             raise self._invalid(name, causes)
         if old_meta.HasField("deletionTimestamp"):

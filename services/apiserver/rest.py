@@ -51,6 +51,7 @@ from pilothouse.services.apiserver.registry import (
     ResourceStore,
     parse_resource_version,
 )
+from pilothouse.services.apiserver.strategies.pods import bind
 from pilothouse.services.apiserver.watchcache import CachedObject, Matcher, TooOldResourceVersion
 
 log = logging.getLogger("pilothouse.apiserver.rest")
@@ -472,7 +473,7 @@ class RestAPI:
                     schema = patching.schema_for(t.kind.message.DESCRIPTOR)
                     patched = patching.apply_strategic_merge_patch(doc, patch_doc, schema)
             except patching.PatchError as exc:
-                raise errors.StatusError(422, "Invalid", str(exc), kind=t.kind.kind,
+                raise errors.StatusError(exc.code, exc.reason, str(exc), kind=t.kind.kind,
                                          name=t.name, group=t.kind.group) from None
             if not isinstance(patched, dict):
                 raise errors.bad_request("the patch must produce an object")
@@ -822,27 +823,12 @@ class RestAPI:
         assert binding_kind is not None
         binding, _ = await self._read_object(request, binding_kind)
         node = binding.target.name  # type: ignore[attr-defined]
-        if not node:
-            raise errors.invalid("Binding", t.name, [errors.Cause(
-                "FieldValueRequired", "Required value", "target.name")])
+
+        target_kind = binding.target.kind  # type: ignore[attr-defined]
 
         async def mutate(pod: Any) -> Message:
-            if pod.spec.nodeName and pod.spec.nodeName != node:
-                raise errors.conflict("pods/binding", t.name,
-                                      f"pod {t.name} is already assigned to node "
-                                      f'"{pod.spec.nodeName}"')
-            if pod.metadata.HasField("deletionTimestamp"):
-                raise errors.conflict("pods/binding", t.name, "pod is being deleted")
-            pod.spec.nodeName = node
-            cond = next((c for c in pod.status.conditions if c.type == "PodScheduled"), None)
-            if cond is None:
-                cond = pod.status.conditions.add()
-                cond.type = "PodScheduled"
-            cond.status = "True"
-            cond.ClearField("reason")
-            cond.ClearField("message")
-            cond.lastTransitionTime.seconds = int(self.registry.now().timestamp())
-            return pod
+            bind(pod, node, self.registry.ctx, target_kind=target_kind)
+            return pod  # type: ignore[no-any-return]
 
         await store.guaranteed_update(t.namespace, t.name, mutate, subresource="binding")
         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

@@ -1,0 +1,64 @@
+"""A real apiserver in-process on 127.0.0.1:0, with SQLite in tmp_path, and an HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pilothouse.services.apiserver.server import APIServer, APIServerConfig
+
+
+@pytest.fixture
+async def apiserver(tmp_path: Path) -> AsyncIterator[APIServer]:
+    server = APIServer(APIServerConfig(data_dir=tmp_path / "data", port=0))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def client(apiserver: APIServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=apiserver.url, timeout=10) as c:
+        yield c
+
+
+def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if labels:
+        meta["labels"] = labels
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {"k": "v"}}
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.02)
+
+
+class WatchStream:
+    """Reads a watch response line by line."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        while True:
+            line = await asyncio.wait_for(anext(self._lines), timeout)
+            if line.strip():
+                event: dict[str, Any] = json.loads(line)
+                return event
