@@ -1,0 +1,3 @@
+"""Per-kind strategies; importing this package registers every one of them."""
+
+from pilothouse.services.apiserver.strategies import pods, services  # noqa: F401

@@ -1,0 +1,571 @@
+"""Per-kind strategies: defaults as Kubernetes applies them, validation causes with
+Kubernetes' field paths and messages, immutable fields on update."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+
+import pilothouse.services.apiserver.strategies  # noqa: F401  (registers every strategy)
+from pilothouse.api.codec import dict_to_message, message_to_dict
+from pilothouse.api.kinds import KindRegistry
+from pilothouse.gen.k8s.core.v1 import core_pb2
+from pilothouse.services.apiserver.errors import Cause, StatusError
+from pilothouse.services.apiserver.strategies import pods
+from pilothouse.services.apiserver.strategies.allocators import (
+    IPRangeAllocator,
+    PortRangeAllocator,
+)
+from pilothouse.services.apiserver.strategy import Strategy, StrategyContext, strategy_for
+
+KINDS = KindRegistry.builtin()
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def make_ctx() -> StrategyContext:
+    return StrategyContext(
+        now=lambda: NOW,
+        allocators={"service-ip": IPRangeAllocator("10.96.0.0/12"),
+                     "node-port": PortRangeAllocator("30000-32767")},
+    )
+
+
+def strategy(resource: str) -> Strategy:
+    plural, _, group = resource.partition(".")
+    for kind in KINDS:
+        if kind.plural == plural and kind.group == group:
+            return strategy_for(kind)
+    raise KeyError(resource)
+
+
+def decode(resource: str, data: dict[str, Any]) -> Message:
+    s = strategy(resource)
+    return dict_to_message(s.kind.new().__class__, data)
+
+
+def create(resource: str, data: dict[str, Any],
+           ctx: StrategyContext | None = None) -> tuple[Any, list[Cause]]:
+    """What the registry does on create: default, prepare, validate."""
+    ctx = ctx or make_ctx()
+    s = strategy(resource)
+    obj = decode(resource, data)
+    s.default(obj, ctx)
+    s.prepare_for_create(obj, ctx)
+    return obj, s.validate(obj, ctx)
+
+
+def update(resource: str, old: Message, change: Callable[[dict[str, Any]], None],
+           ctx: StrategyContext | None = None) -> tuple[Any, list[Cause]]:
+    """What the registry does on update: the client's edit of ``old``, default, prepare,
+    validate_update."""
+    ctx = ctx or make_ctx()
+    s = strategy(resource)
+    data = copy.deepcopy(message_to_dict(old))
+    change(data)
+    new = decode(resource, data)
+    s.default(new, ctx)
+    s.prepare_for_update(new, old, ctx)
+    return new, s.validate_update(new, old, ctx)
+
+
+def fields(causes: list[Cause]) -> list[str]:
+    return [c.field for c in causes]
+
+
+def as_dict(obj: Message) -> dict[str, Any]:
+    return message_to_dict(obj)
+
+
+# -- pods -------------------------------------------------------------------------------------
+
+def pod(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+    base.update(spec)
+    return {"metadata": {"name": "web", "namespace": "default", "uid": "u1"}, "spec": base}
+
+
+def test_pod_defaults_match_kubernetes() -> None:
+    obj, causes = create("pods", pod(containers=[{
+        "name": "web", "image": "nginx",
+        "ports": [{"containerPort": 80}],
+        "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}},
+        "readinessProbe": {"httpGet": {"port": 80}},
+        "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+    }], volumes=[{"name": "cfg", "configMap": {"name": "c"}}, {"name": "tmp", "emptyDir": {}},
+                 {"name": "host", "hostPath": {"path": "/x"}}, {"name": "implicit"}]))
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["restartPolicy"] == "Always"
+    assert spec["dnsPolicy"] == "ClusterFirst"
+    assert spec["terminationGracePeriodSeconds"] == 30
+    assert spec["schedulerName"] == "default-scheduler"
+    assert spec["securityContext"] == {}
+    assert spec["enableServiceLinks"] is True
+    assert spec["serviceAccountName"] == "default" == spec["serviceAccount"]
+    assert spec["priority"] == 0
+    assert spec["tolerations"] == [
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 300},
+    ]
+    c = spec["containers"][0]
+    assert c["imagePullPolicy"] == "Always"
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["terminationMessagePolicy"] == "File"
+    assert c["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+    assert c["resources"]["requests"] == {"cpu": "500m", "memory": "128Mi"}
+    assert c["readinessProbe"] == {"httpGet": {"path": "/", "port": 80, "scheme": "HTTP"},
+                                   "timeoutSeconds": 1, "periodSeconds": 10,
+                                   "successThreshold": 1, "failureThreshold": 3}
+    assert c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"] == "v1"
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["cfg"]["configMap"] == {"name": "c", "defaultMode": 420}
+    assert vols["tmp"]["emptyDir"] == {}
+    assert vols["host"]["hostPath"] == {"path": "/x", "type": ""}
+    assert vols["implicit"]["emptyDir"] == {}
+    assert as_dict(obj)["status"] == {"phase": "Pending", "qosClass": "Guaranteed"}
+
+
+@pytest.mark.parametrize(
+    ("image", "policy"),
+    [("nginx", "Always"), ("nginx:latest", "Always"), ("nginx:1.27", "IfNotPresent"),
+     ("registry:5000/nginx", "Always"), ("registry:5000/nginx:1", "IfNotPresent"),
+     ("nginx@sha256:abc", "IfNotPresent")],
+)
+def test_image_pull_policy_from_tag(image: str, policy: str) -> None:
+    assert pods.default_pull_policy(image) == policy
+
+
+def test_pod_keeps_what_the_client_set() -> None:
+    obj, causes = create("pods", pod(
+        restartPolicy="Never", terminationGracePeriodSeconds=5, serviceAccountName="builder",
+        tolerations=[{"operator": "Exists"}],
+        containers=[{"name": "a", "image": "busybox", "imagePullPolicy": "Never"}]))
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert (spec["restartPolicy"], spec["terminationGracePeriodSeconds"]) == ("Never", 5)
+    assert spec["serviceAccountName"] == "builder" == spec["serviceAccount"]
+    assert spec["tolerations"] == [{"operator": "Exists"}]  # already tolerates everything
+    assert spec["containers"][0]["imagePullPolicy"] == "Never"
+
+
+def test_defaulting_is_idempotent() -> None:
+    obj, _ = create("pods", pod())
+    again = type(obj)()
+    again.CopyFrom(obj)
+    strategy("pods").default(again, make_ctx())
+    assert again == obj
+
+
+def _res(cpu_req: str | None, cpu_lim: str | None, mem_req: str | None = None,
+         mem_lim: str | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = {"requests": {}, "limits": {}}
+    for key, value in (("cpu", cpu_req), ("memory", mem_req)):
+        if value:
+            res["requests"][key] = value
+    for key, value in (("cpu", cpu_lim), ("memory", mem_lim)):
+        if value:
+            res["limits"][key] = value
+    return res
+
+
+@pytest.mark.parametrize(
+    ("resources", "qos"),
+    [
+        ([{}], "BestEffort"),
+        ([_res(None, "1", None, "1Gi")], "Guaranteed"),
+        ([_res("1", "1", "1Gi", "1Gi"), _res(None, "2", None, "2Gi")], "Guaranteed"),
+        ([_res("500m", "1", "1Gi", "1Gi")], "Burstable"),
+        ([_res("100m", None)], "Burstable"),
+        ([_res(None, "1", None, "1Gi"), {}], "Burstable"),
+        ([_res("0", None)], "BestEffort"),
+    ],
+    ids=["none", "limits-only", "two-equal", "req<lim", "request-only", "one-empty", "zero"],
+)
+def test_qos_class(resources: list[dict[str, Any]], qos: str) -> None:
+    containers = [{"name": f"c{i}", "image": "x:1", "resources": r}
+                  for i, r in enumerate(resources)]
+    obj, causes = create("pods", pod(containers=containers))
+    assert causes == []
+    assert obj.status.qosClass == qos == pods.qos_class(obj)
+
+
+POD_INVALID = [
+    ("no containers", {"containers": []}, "spec.containers", "Required value"),
+    ("no image", {"containers": [{"name": "a"}]}, "spec.containers[0].image", "Required value"),
+    ("bad name", {"containers": [{"name": "A_b", "image": "x"}]}, "spec.containers[0].name",
+     None),
+    ("duplicate name", {"containers": [{"name": "a", "image": "x"}, {"name": "a", "image": "y"}]},
+     "spec.containers[1].name", 'Duplicate value: "a"'),
+    ("init and app share a name", {"initContainers": [{"name": "a", "image": "x"}],
+                                   "containers": [{"name": "a", "image": "y"}]},
+     "spec.containers[0].name", 'Duplicate value: "a"'),
+    ("port out of range", {"containers": [{"name": "a", "image": "x",
+                                           "ports": [{"containerPort": 70000}]}]},
+     "spec.containers[0].ports[0].containerPort",
+     "Invalid value: 70000: must be between 1 and 65535, inclusive"),
+    ("port name too long", {"containers": [{"name": "a", "image": "x", "ports": [
+        {"containerPort": 80, "name": "a-very-long-port-name"}]}]},
+     "spec.containers[0].ports[0].name",
+     'Invalid value: "a-very-long-port-name": must be no more than 15 characters'),
+    ("duplicate port name", {"containers": [{"name": "a", "image": "x", "ports": [
+        {"containerPort": 80, "name": "http"}, {"containerPort": 81, "name": "http"}]}]},
+     "spec.containers[0].ports[1].name", 'Duplicate value: "http"'),
+    ("restart policy", {"restartPolicy": "Sometimes"}, "spec.restartPolicy",
+     'Unsupported value: "Sometimes": supported values: "Always", "OnFailure", "Never"'),
+    ("dns policy", {"dnsPolicy": "Google"}, "spec.dnsPolicy",
+     'Unsupported value: "Google": supported values: "ClusterFirstWithHostNet", '
+     '"ClusterFirst", "Default", "None"'),
+    ("duplicate volume", {"volumes": [{"name": "v", "emptyDir": {}},
+                                      {"name": "v", "emptyDir": {}}]},
+     "spec.volumes[1].name", 'Duplicate value: "v"'),
+    ("two volume sources", {"volumes": [{"name": "v", "emptyDir": {},
+                                         "hostPath": {"path": "/x"}}]},
+     "spec.volumes[0].emptyDir", "Forbidden: may not specify more than 1 volume type"),
+    ("mount of missing volume", {"containers": [{"name": "a", "image": "x", "volumeMounts": [
+        {"name": "data", "mountPath": "/data"}]}]},
+     "spec.containers[0].volumeMounts[0].name", 'Not found: "data"'),
+    ("requests over limits", {"containers": [{"name": "a", "image": "x", "resources": {
+        "limits": {"memory": "1Gi"}, "requests": {"memory": "2Gi"}}}]},
+     "spec.containers[0].resources.requests[memory]",
+     'Invalid value: "2Gi": must be less than or equal to memory limit of 1Gi'),
+    ("active deadline", {"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds",
+     "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
+    ("env name", {"containers": [{"name": "a", "image": "x", "env": [{"name": "1X"}]}]},
+     "spec.containers[0].env[0].name", None),
+    ("probe without handler", {"containers": [{"name": "a", "image": "x",
+                                               "livenessProbe": {"periodSeconds": 5}}]},
+     "spec.containers[0].livenessProbe", "Required value: must specify a handler type"),
+    ("toleration seconds", {"tolerations": [{"key": "k", "operator": "Exists",
+                                             "effect": "NoSchedule", "tolerationSeconds": 5}]},
+     "spec.tolerations[0].effect", None),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [c[1:] for c in POD_INVALID],
+                         ids=[c[0] for c in POD_INVALID])
+def test_pod_invalid(spec: dict[str, Any], field: str, message: str | None) -> None:
+    _, causes = create("pods", pod(**spec))
+    assert field in fields(causes), causes
+    if message is not None:
+        assert message in [c.message for c in causes if c.field == field]
+
+
+def test_pod_update_allows_image_and_added_tolerations() -> None:
+    old, _ = create("pods", pod())
+
+    def edit(d: dict[str, Any]) -> None:
+        d["spec"]["containers"][0]["image"] = "nginx:1.28"
+        d["spec"]["tolerations"].append({"key": "k", "operator": "Exists"})
+        d["spec"]["activeDeadlineSeconds"] = 60
+        d["metadata"]["labels"] = {"new": "label"}
+
+    new, causes = update("pods", old, edit)
+    assert causes == []
+    assert new.spec.containers[0].image == "nginx:1.28"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["spec"].update(restartPolicy="Never"),
+        lambda d: d["spec"]["containers"][0].update(command=["sh"]),
+        lambda d: d["spec"].update(terminationGracePeriodSeconds=10),
+        lambda d: d["spec"].update(nodeName="node-1"),
+    ],
+    ids=["restartPolicy", "command", "grace-period", "nodeName"],
+)
+def test_pod_spec_is_otherwise_immutable(edit: Callable[[dict[str, Any]], None]) -> None:
+    old, _ = create("pods", pod())
+    _, causes = update("pods", old, edit)
+    assert fields(causes) == ["spec"]
+    assert causes[0].reason == "FieldValueForbidden"
+    assert causes[0].message.startswith(
+        "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,")
+
+
+def test_pod_tolerations_may_not_be_removed() -> None:
+    old, _ = create("pods", pod(tolerations=[{"key": "gpu", "operator": "Exists"}]))
+    _, causes = update("pods", old, lambda d: d["spec"]["tolerations"].pop(0))
+    assert [(c.field, c.message) for c in causes if c.field == "spec.tolerations"] == [
+        ("spec.tolerations",
+         "Forbidden: existing toleration can not be modified except its tolerationSeconds")]
+
+
+def test_pod_active_deadline_only_shrinks() -> None:
+    old, _ = create("pods", pod(activeDeadlineSeconds=30))
+    _, causes = update("pods", old, lambda d: d["spec"].update(activeDeadlineSeconds=60))
+    assert [(c.field, c.message) for c in causes] == [
+        ("spec.activeDeadlineSeconds",
+         "Invalid value: 60: must be less than or equal to previous value")]
+
+
+def test_pod_update_keeps_status() -> None:
+    old, _ = create("pods", pod())
+    new, _ = update("pods", old, lambda d: d["status"].update(phase="Running"))
+    assert new.status.phase == "Pending"
+
+
+def test_bind_sets_node_and_condition() -> None:
+    obj, _ = create("pods", pod())
+    pods.bind(obj, "node-1", make_ctx())
+    assert obj.spec.nodeName == "node-1"
+    cond = as_dict(obj)["status"]["conditions"]
+    assert cond == [{"type": "PodScheduled", "status": "True",
+                     "lastTransitionTime": "2024-05-01T12:00:00Z", "lastProbeTime": None}] or \
+        cond == [{"type": "PodScheduled", "status": "True",
+                  "lastTransitionTime": "2024-05-01T12:00:00Z"}]
+    with pytest.raises(StatusError) as err:
+        pods.bind(obj, "node-2", make_ctx())
+    assert err.value.code == 409
+    assert 'pod web is already assigned to node "node-1"' in err.value.message
+
+
+def test_bind_rejects_a_bad_target() -> None:
+    obj, _ = create("pods", pod())
+    with pytest.raises(StatusError) as err:
+        pods.bind(obj, "", make_ctx())
+    assert err.value.code == 422
+    assert [c.field for c in err.value.causes] == ["target.name"]
+
+
+@pytest.mark.parametrize(
+    ("node", "phase", "requested", "seconds"),
+    [("n1", "Running", None, 30), ("n1", "Running", 5, 5), ("", "Pending", None, 0),
+     ("n1", "Succeeded", None, 0), ("n1", "Failed", 10, 0), ("n1", "Running", -3, 1)],
+)
+def test_pod_graceful_delete(node: str, phase: str, requested: int | None, seconds: int) -> None:
+    obj, _ = create("pods", pod())
+    obj.spec.nodeName = node
+    obj.status.phase = phase
+    assert strategy("pods").graceful_delete_seconds(obj, requested) == seconds
+
+
+def test_pod_field_set() -> None:
+    obj, _ = create("pods", pod(hostNetwork=True))
+    obj.spec.nodeName = "n1"
+    obj.status.podIP = "10.0.0.5"
+    assert strategy("pods").field_set(obj) == {
+        "metadata.name": "web", "metadata.namespace": "default", "spec.nodeName": "n1",
+        "spec.restartPolicy": "Always", "spec.schedulerName": "default-scheduler",
+        "spec.serviceAccountName": "default", "spec.hostNetwork": "true",
+        "status.phase": "Pending", "status.podIP": "10.0.0.5", "status.podIPs": "10.0.0.5",
+        "status.nominatedNodeName": "",
+    }
+
+
+def test_host_network_pods_default_host_ports() -> None:
+    obj, causes = create("pods", pod(hostNetwork=True, containers=[
+        {"name": "a", "image": "x:1", "ports": [{"containerPort": 8080}]}]))
+    assert causes == []
+    assert obj.spec.containers[0].ports[0].hostPort == 8080
+
+
+# -- services ---------------------------------------------------------------------------------
+
+def service(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    base.update(spec)
+    return {"metadata": {"name": "web", "namespace": "default"}, "spec": base}
+
+
+def test_service_defaults_and_cluster_ip() -> None:
+    obj, causes = create("services", service(ports=[{"port": 80, "targetPort": "http"}]))
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["type"] == "ClusterIP"
+    assert spec["sessionAffinity"] == "None"
+    assert spec["ports"] == [{"protocol": "TCP", "port": 80, "targetPort": "http"}]
+    assert spec["clusterIP"].startswith("10.") and spec["clusterIPs"] == [spec["clusterIP"]]
+    assert spec["clusterIP"] != "10.96.0.1"  # kept for the kubernetes Service
+    assert spec["ipFamilies"] == ["IPv4"]
+    assert spec["ipFamilyPolicy"] == "SingleStack"
+    assert spec["internalTrafficPolicy"] == "Cluster"
+    assert "externalTrafficPolicy" not in spec
+    assert as_dict(obj)["status"] == {"loadBalancer": {}}
+
+
+def test_service_target_port_defaults_to_port() -> None:
+    obj, _ = create("services", service(ports=[{"port": 8080}]))
+    assert as_dict(obj)["spec"]["ports"][0]["targetPort"] == 8080
+
+
+def test_nodeport_service_allocates_and_releases() -> None:
+    ctx = make_ctx()
+    obj, causes = create("services", service(type="NodePort"), ctx)
+    assert causes == []
+    port = obj.spec.ports[0].nodePort
+    assert 30000 <= port <= 32767
+    assert obj.spec.externalTrafficPolicy == "Cluster"
+    # The same port again is refused with Kubernetes' message.
+    other = service(type="NodePort", ports=[{"port": 80, "nodePort": port}])
+    other["metadata"]["name"] = "other"
+    with pytest.raises(StatusError) as err:
+        create("services", other, ctx)
+    assert err.value.code == 422
+    assert [(c.field, c.message) for c in err.value.causes] == [
+        ("spec.ports[0].nodePort", f"Invalid value: {port}: provided port is already allocated")]
+    strategy("services").on_delete(obj, ctx)
+    again, causes = create("services", other, ctx)
+    assert causes == [] and again.spec.ports[0].nodePort == port
+
+
+def test_requested_cluster_ip_and_conflicts() -> None:
+    ctx = make_ctx()
+    obj, _ = create("services", service(clusterIP="10.96.0.10"), ctx)
+    assert list(obj.spec.clusterIPs) == ["10.96.0.10"]
+    with pytest.raises(StatusError) as err:
+        create("services", service(clusterIP="10.96.0.10"), ctx)
+    assert err.value.causes[0].field == "spec.clusterIPs"
+    assert "provided IP is already allocated" in err.value.causes[0].message
+    with pytest.raises(StatusError) as err:
+        create("services", service(clusterIP="192.168.0.1"), ctx)
+    assert "The range of valid IPs is 10.96.0.0/12" in err.value.causes[0].message
+
+
+def test_headless_and_external_name_allocate_nothing() -> None:
+    ctx = make_ctx()
+    headless, causes = create("services", service(clusterIP="None"), ctx)
+    assert causes == [] and list(headless.spec.clusterIPs) == ["None"]
+    ext, causes = create("services", {"metadata": {"name": "db", "namespace": "d"},
+                                      "spec": {"type": "ExternalName",
+                                               "externalName": "db.example.com"}}, ctx)
+    assert causes == [] and ext.spec.clusterIP == "" and not ext.spec.ipFamilies
+    assert ctx.allocators["service-ip"].used_count() == 0  # type: ignore[attr-defined]
+
+
+SERVICE_INVALID = [
+    ("unnamed ports", {"ports": [{"port": 80}, {"port": 443}]}, "spec.ports[0].name",
+     "Required value"),
+    ("duplicate names", {"ports": [{"port": 80, "name": "a"}, {"port": 443, "name": "a"}]},
+     "spec.ports[1].name", 'Duplicate value: "a"'),
+    ("no ports", {"ports": []}, "spec.ports", "Required value"),
+    ("bad type", {"type": "Magic"}, "spec.type",
+     'Unsupported value: "Magic": supported values: "ClusterIP", "ExternalName", '
+     '"LoadBalancer", "NodePort"'),
+    ("external name missing", {"type": "ExternalName"}, "spec.externalName", "Required value"),
+    ("bad selector", {"selector": {"app": "a b"}}, "spec.selector", None),
+    ("nodePort on ClusterIP", {"ports": [{"port": 80, "nodePort": 30001}]},
+     "spec.ports[0].nodePort", "Forbidden: may not be used when `type` is 'ClusterIP'"),
+    ("bad cluster IP", {"clusterIP": "x.y"}, "spec.clusterIPs[0]", None),
+    ("port range", {"ports": [{"port": 0}]}, "spec.ports[0].port", None),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [c[1:] for c in SERVICE_INVALID],
+                         ids=[c[0] for c in SERVICE_INVALID])
+def test_service_invalid(spec: dict[str, Any], field: str, message: str | None) -> None:
+    ctx = make_ctx()
+    _, causes = create("services", service(**spec), ctx)
+    assert field in fields(causes), causes
+    if message is not None:
+        assert message in [c.message for c in causes if c.field == field]
+    assert ctx.allocators["service-ip"].used_count() == 0  # type: ignore[attr-defined]
+
+
+def test_service_update_keeps_allocations_and_cluster_ip_is_immutable() -> None:
+    ctx = make_ctx()
+    old, _ = create("services", service(type="NodePort"), ctx)
+
+    def replace(d: dict[str, Any]) -> None:  # kubectl replace of the original manifest
+        d["spec"].pop("clusterIP")
+        d["spec"].pop("clusterIPs")
+        d["spec"]["ports"][0].pop("nodePort")
+
+    new, causes = update("services", old, replace, ctx)
+    assert causes == []
+    assert new.spec.clusterIP == old.spec.clusterIP
+    assert new.spec.ports[0].nodePort == old.spec.ports[0].nodePort
+
+    def move(d: dict[str, Any]) -> None:
+        d["spec"]["clusterIP"] = "10.96.0.50"
+        d["spec"]["clusterIPs"] = ["10.96.0.50"]
+
+    _, causes = update("services", old, move, ctx)
+    assert fields(causes) == ["spec.clusterIPs[0]"]
+    assert causes[0].message.endswith("may not change once set")
+
+
+def test_service_type_change_releases_node_ports_after_update() -> None:
+    ctx = make_ctx()
+    s = strategy("services")
+    old, _ = create("services", service(type="NodePort"), ctx)
+    used = ctx.allocators["node-port"].used_count()  # type: ignore[attr-defined]
+
+    def to_cluster_ip(d: dict[str, Any]) -> None:
+        d["spec"]["type"] = "ClusterIP"
+        d["spec"].pop("externalTrafficPolicy")
+        d["spec"]["ports"][0].pop("nodePort")
+
+    new, causes = update("services", old, to_cluster_ip, ctx)
+    assert causes == []
+    s.after_update(new, old, ctx)  # type: ignore[attr-defined]
+    assert ctx.allocators["node-port"].used_count() == used - 1  # type: ignore[attr-defined]
+
+
+def test_service_field_set() -> None:
+    obj, _ = create("services", service(clusterIP="10.96.0.10"))
+    assert strategy("services").field_set(obj) == {
+        "metadata.name": "web", "metadata.namespace": "default",
+        "spec.clusterIP": "10.96.0.10", "spec.type": "ClusterIP"}
+
+
+def test_service_name_is_a_dns1035_label() -> None:
+    s = strategy("services")
+    assert s.name_validator("1web", False) != []  # type: ignore[attr-defined]
+    assert strategy("pods").name_validator("1web", False) == []  # type: ignore[attr-defined]
+
+
+# -- allocators ---------------------------------------------------------------------------------
+
+def test_ip_allocator_range_and_reuse() -> None:
+    alloc = IPRangeAllocator("10.0.0.0/29")  # .1 reserved, .2-.6 usable, .7 broadcast
+    got = {alloc.allocate() for _ in range(5)}
+    assert got == {f"10.0.0.{i}" for i in range(2, 7)}
+    with pytest.raises(ValueError, match="range is full"):
+        alloc.allocate()
+    assert alloc.allocate("10.0.0.1") == "10.0.0.1"  # the kubernetes Service asks for it
+    alloc.release("10.0.0.4")
+    assert alloc.allocate() == "10.0.0.4"
+    with pytest.raises(ValueError, match="not in the valid range"):
+        alloc.allocate("10.0.0.7")
+
+
+def test_allocators_reseed_from_stored_values() -> None:
+    ips = IPRangeAllocator("10.96.0.0/12")
+    ips.mark_used(["10.96.0.10", "192.168.1.1", "junk"])
+    with pytest.raises(ValueError, match="already allocated"):
+        ips.allocate("10.96.0.10")
+    ports = PortRangeAllocator("30000-30002")
+    ports.mark_used(["30001", "80"])
+    assert {ports.allocate(), ports.allocate()} == {"30000", "30002"}
+    with pytest.raises(ValueError):
+        ports.allocate()
+
+
+def test_dynamic_ips_avoid_the_low_band() -> None:
+    alloc = IPRangeAllocator("10.96.0.0/12")
+    first = alloc.allocate()
+    assert first == "10.96.1.1"  # above the 256-address static band
+    ports = PortRangeAllocator("30000-32767")
+    assert ports.allocate() == "30086"  # above the 86-port static band
+
+
+def test_bad_ranges_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="invalid service CIDR"):
+        IPRangeAllocator("10.96.0.0/40")
+    with pytest.raises(ValueError, match="invalid port range"):
+        PortRangeAllocator("abc")
+
+
+def test_strategies_register_for_every_module() -> None:
+    assert type(strategy("pods")).__name__ == "PodStrategy"
+    assert type(strategy("services")).__name__ == "ServiceStrategy"
+    assert isinstance(make_ctx().allocators["service-ip"], IPRangeAllocator)
+    assert core_pb2.Pod is strategy("pods").kind.message
