@@ -1,0 +1,68 @@
+"""``pilothouse runtime-shim``: serve the CRI on a unix socket with a chosen backend.
+
+    pilothouse runtime-shim --backend process --listen unix:///run/pilothouse/cri.sock \
+        --root /var/lib/pilothouse/runtime-shim
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from pilothouse.runtime_shim.backend import RuntimeBackend
+
+DEFAULT_LISTEN = "unix:///run/pilothouse/cri.sock"
+DEFAULT_ROOT = Path("/var/lib/pilothouse/runtime-shim")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["process", "containerd"], default="process")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="unix:///PATH of the CRI socket")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                        help="state, images and container files")
+    parser.add_argument("--bridge", default="pilothouse0", help="process backend: pod bridge")
+    parser.add_argument("--pod-cidr", default="10.88.0.0/16", help="process backend: pod IPs")
+    parser.add_argument("--cgroup-parent", default="/pilothouse",
+                        help="process backend: cgroup of sandboxes without a cgroup_parent")
+    parser.add_argument("--containerd-address", default="/run/containerd/containerd.sock",
+                        help="containerd backend: containerd's gRPC socket")
+    parser.add_argument("--containerd-namespace", default="pilothouse",
+                        help="containerd backend: the containerd namespace to use")
+    parser.add_argument("--cni-bin-dir", default="/usr/lib/cni",
+                        help="containerd backend: CNI plugin binaries")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def make_backend(args: argparse.Namespace) -> RuntimeBackend:
+    if args.backend == "process":
+        from pilothouse.runtime_shim.process.backend import ProcessBackend
+
+        return ProcessBackend(root=args.root, bridge=args.bridge, pod_cidr=args.pod_cidr,
+                              cgroup_parent=args.cgroup_parent)
+    from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
+
+    return ContainerdBackend(root=args.root, address=args.containerd_address,
+                             namespace=args.containerd_namespace, bridge=args.bridge,
+                             pod_cidr=args.pod_cidr, cni_bin_dir=args.cni_bin_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pilothouse.runtime_shim.server import serve, unix_path
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        unix_path(args.listen)
+        backend = make_backend(args)
+    except (ValueError, OSError) as err:
+        print(f"pilothouse runtime-shim: {err}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(backend, args.listen))
+    except OSError as err:
+        print(f"pilothouse runtime-shim: {err}", file=sys.stderr)
+        return 1
+    return 0

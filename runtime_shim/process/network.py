@@ -1,0 +1,178 @@
+"""Pod networking for the process backend: a bridge, veth pairs and host-local IPAM.
+
+Each sandbox with its own network gets a network namespace named
+``ph-<sandbox id prefix>`` under /run/netns (so ``ip netns`` tools see it), a
+veth pair whose host end joins the bridge (``pilothouse0`` by default,
+gateway = first address of the pod CIDR) and whose other end is ``eth0`` in
+the pod with the next free address. Allocations are files under
+``<root>/ipam/<ip>`` holding the sandbox ID — created with O_EXCL, so two
+sandboxes never get one address, and they survive a shim restart.
+
+The namespaces themselves are made by ``unshare`` with bind-mounted
+namespace files (no holder process), the way ``ip netns add`` does it.
+Containers' mount namespaces do not keep those files alive: a container
+pivots into its own root and detaches the host's mounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+
+
+class NetworkError(Exception):
+    pass
+
+
+async def run(*argv: str, stdin: bytes | None = None) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin)
+    if proc.returncode != 0:
+        raise NetworkError(f"{' '.join(argv[:4])}: {err.decode(errors='replace').strip()}")
+    return out.decode()
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def _prepare_ns_file(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).touch()
+
+
+class Ipam:
+    def __init__(self, root: Path, cidr: ipaddress.IPv4Network) -> None:
+        self.dir = root
+        self.cidr = cidr
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.gateway = next(cidr.hosts())
+
+    def allocate(self, owner: str) -> ipaddress.IPv4Address:
+        existing = self.lookup(owner)
+        if existing is not None:
+            return existing
+        for ip in self.cidr.hosts():
+            if ip == self.gateway:
+                continue
+            try:
+                fd = os.open(self.dir / str(ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+            return ip
+        raise NetworkError(f"no free address left in {self.cidr}")
+
+    def lookup(self, owner: str) -> ipaddress.IPv4Address | None:
+        for path in self.dir.iterdir():
+            with contextlib.suppress(OSError):
+                if path.read_text() == owner:
+                    return ipaddress.IPv4Address(path.name)
+        return None
+
+    def release(self, owner: str) -> None:
+        for path in self.dir.iterdir():
+            with contextlib.suppress(OSError):
+                if path.read_text() == owner:
+                    path.unlink()
+
+
+class BridgeNetwork:
+    def __init__(self, *, root: Path, bridge: str, cidr: str) -> None:
+        if len(bridge) > 15:
+            raise NetworkError(f"bridge name {bridge!r} is longer than 15 characters")
+        self.bridge = bridge
+        self.cidr = ipaddress.IPv4Network(cidr, strict=False)
+        self.ipam = Ipam(root, self.cidr)
+
+    async def ensure_bridge(self) -> None:
+        if link_exists(self.bridge):
+            return
+        prefix = self.cidr.prefixlen
+        with contextlib.suppress(NetworkError):  # a concurrent creator wins the race
+            await run("ip", "link", "add", self.bridge, "type", "bridge")
+        await run("ip", "-batch", "-", stdin=(
+            f"addr replace {self.ipam.gateway}/{prefix} dev {self.bridge}\n"
+            f"link set {self.bridge} up\n").encode())
+
+    async def delete_bridge(self) -> None:
+        if link_exists(self.bridge):
+            await run("ip", "link", "del", self.bridge)
+
+    async def attach(self, sandbox_id: str, netns: str) -> ipaddress.IPv4Address:
+        """Give the namespace ``netns`` (a name under /run/netns) eth0 on the bridge."""
+        await self.ensure_bridge()
+        ip = self.ipam.allocate(sandbox_id)
+        host_end = f"veth{sandbox_id[:11]}"
+        try:
+            await run("ip", "-batch", "-", stdin=(
+                f"link add {host_end} type veth peer name eth0 netns {netns}\n"
+                f"link set {host_end} master {self.bridge}\n"
+                f"link set {host_end} up\n").encode())
+            await run("ip", "-n", netns, "-batch", "-", stdin=(
+                f"addr add {ip}/{self.cidr.prefixlen} dev eth0\n"
+                "link set eth0 up\n"
+                f"route add default via {self.ipam.gateway}\n").encode())
+        except NetworkError:
+            self.ipam.release(sandbox_id)
+            with contextlib.suppress(NetworkError):
+                await run("ip", "link", "del", host_end)
+            raise
+        return ip
+
+    async def detach(self, sandbox_id: str) -> None:
+        host_end = f"veth{sandbox_id[:11]}"
+        if link_exists(host_end):
+            with contextlib.suppress(NetworkError):
+                await run("ip", "link", "del", host_end)
+        self.ipam.release(sandbox_id)
+
+
+async def create_namespaces(
+    *, netns: str | None, ipc: str | None, uts: str | None, hostname: str
+) -> None:
+    """Create persistent namespaces bound at the given files; set hostname and lo up."""
+    args = ["unshare"]
+    for flag, path in (("--net", netns), ("--ipc", ipc), ("--uts", uts)):
+        if path:
+            _prepare_ns_file(path)
+            args.append(f"{flag}={path}")
+    script = []
+    if uts and hostname:
+        script.append('hostname "$1"')
+    if netns:
+        script.append("ip link set lo up")
+    args += ["/bin/sh", "-ec", "; ".join(script) or "true", "sh", hostname]
+    try:
+        await run(*args)
+    except NetworkError:
+        await remove_namespaces([p for p in (netns, ipc, uts) if p])
+        raise
+
+
+async def remove_namespaces(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError, NetworkError):
+            if _is_mountpoint(path):
+                await run("umount", "-l", path)
+        with contextlib.suppress(OSError, NetworkError):
+            os.unlink(path)
+
+
+def _is_mountpoint(path: str) -> bool:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            if line.split()[4] == path:
+                return True
+    return False
