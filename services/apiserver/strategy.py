@@ -27,9 +27,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
-from pilothouse.services.apiserver.errors import Cause
 
 from pilothouse.api.kinds import Kind
+from pilothouse.services.apiserver.errors import Cause
 
 
 class Allocator(Protocol):

@@ -38,14 +38,14 @@ def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> d
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {"k": "v"}}
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         if await predicate():
             return
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.02)
 
 
@@ -56,9 +56,9 @@ class WatchStream:
         self.response = response
         self._lines = response.aiter_lines()
 
-    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def next(self, within: float = 10.0) -> dict[str, Any]:
         while True:
-            line = await asyncio.wait_for(anext(self._lines), timeout)
+            line = await asyncio.wait_for(anext(self._lines), within)
             if line.strip():
                 event: dict[str, Any] = json.loads(line)
                 return event
