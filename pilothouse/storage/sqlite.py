@@ -48,6 +48,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,10 @@ _SCHEMA = (
         value BLOB NOT NULL,
         old_value BLOB
     )""",
-    "CREATE INDEX revisions_key_id ON revisions (key, id)",
+    # (key, id, deleted) covers "is this the key's newest live row at R?", so
+    # ranges and counts decide liveness from the index and read table rows
+    # (with their values) only for what they return.
+    "CREATE INDEX revisions_key_id ON revisions (key, id, deleted)",
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO meta (name, value) VALUES ('compact_revision', 0), ('compacted_upto', 0)",
     f"PRAGMA application_id = {APPLICATION_ID}",
@@ -121,15 +125,16 @@ _SQL_COMPACT_STATE = (
     "SELECT (SELECT value FROM meta WHERE name = 'compact_revision'),"
     " (SELECT value FROM meta WHERE name = 'compacted_upto')"
 )
-# "The key's newest row at or below the read revision" as a correlated
-# subquery, so a page walks the (key, id) index in key order and stops at
-# its LIMIT. The unary + keeps the planner off the rowid for ``id <= ?``.
+# "A live row with no newer row of its key at or below the read revision",
+# as a correlated subquery, so a page walks the key index in key order and
+# stops at its LIMIT. The unary + keeps the planner off the rowid for ``id <= ?``.
 _LIVE_AT = (
-    "r.deleted = 0 AND +r.id <= :rev"
-    " AND r.id = (SELECT MAX(r2.id) FROM revisions r2 WHERE r2.key = r.key AND r2.id <= :rev)"
+    "r.deleted = 0 AND +r.id <= :rev AND NOT EXISTS (SELECT 1 FROM revisions r2"
+    " WHERE r2.key = r.key AND r2.id > r.id AND r2.id <= :rev)"
 )
 
 DEFAULT_MAX_BATCH = 512
+PAGE_COUNT_CACHE = 256
 DEFAULT_COMPACT_CHUNK = 1000
 
 T = TypeVar("T")
@@ -456,6 +461,7 @@ class SqliteStorage:
         self._closed = False
         self._committed_revision = 0
         self._compact_revision = 0
+        self._page_counts: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._writer = _Writer(self)
         self._reader = _Reader(self)
         self._hub = WatchHub(
@@ -528,10 +534,21 @@ class SqliteStorage:
         check_prefix(start_after)
         check_revision(limit, "limit")
         check_revision(revision)
-        return await self._read(
+        # Paging: the count after a page's last key at its revision is already
+        # known (count - len(kvs)) and can never change, so a consistent walk
+        # through a big prefix counts it once, not once per page.
+        known = self._page_counts.get((prefix, start_after, revision)) if revision else None
+        result = await self._read(
             "range",
-            lambda conn: _read_range(conn, prefix, start_after, limit, revision, keys_only),
+            lambda conn: _read_range(conn, prefix, start_after, limit, revision, keys_only, known),
         )
+        if result.more:
+            self._page_counts[(prefix, result.kvs[-1].key, result.revision)] = result.count - len(
+                result.kvs
+            )
+            while len(self._page_counts) > PAGE_COUNT_CACHE:
+                self._page_counts.popitem(last=False)
+        return result
 
     async def count(self, prefix: str) -> int:
         check_prefix(prefix)
@@ -686,6 +703,7 @@ def _read_range(
     limit: int,
     revision: int,
     keys_only: bool,
+    known_count: int | None = None,
 ) -> RangeResult:
     bounds, params = _key_bounds(prefix, start_after)
     value = "X''" if keys_only else "r.value"
@@ -700,7 +718,10 @@ def _read_range(
             args,
         ).fetchall()
         more = bool(limit) and len(rows) > limit
-        if more:
+        if more and known_count is not None:
+            rows.pop()
+            count = known_count
+        elif more:
             rows.pop()
             (count,) = conn.execute(
                 f"SELECT COUNT(*) FROM revisions r WHERE {bounds}{_LIVE_AT}", args

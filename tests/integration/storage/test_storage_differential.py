@@ -55,8 +55,8 @@ async def apply(store: Storage, op: tuple[Any, ...]) -> object:
         if kind == "update":
             return await store.update(args[0], args[1], expected_revision=args[2])
         if kind == "update_current":  # the usual read-modify-write, which should win
-            current = await store.get(args[0])
-            expected = current.mod_revision if current else 0
+            latest = await store.get(args[0])
+            expected = latest.mod_revision if latest else 0
             return await store.update(args[0], args[1], expected_revision=expected)
         if kind == "delete":
             return await store.delete(args[0], expected_revision=args[1])

@@ -70,8 +70,8 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     try:
         assert await read_line(proc, deadline) == "READY"
         while len(acked) < 500:
-            _, key, revision = (await read_line(proc, deadline)).split()
-            acked[key] = int(revision)
+            _, acked_key, revision = (await read_line(proc, deadline)).split()
+            acked[acked_key] = int(revision)
     finally:
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
@@ -81,10 +81,10 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     try:
         current = await store.current_revision()
         assert current >= max(acked.values())
-        for key, revision in acked.items():
+        for key, acked_revision in acked.items():
             kv = await store.get(key)
             assert kv is not None, f"acknowledged write of {key} lost"
-            assert kv.mod_revision == revision
+            assert kv.mod_revision == acked_revision
         # revisions stay dense: every revision up to the current one is a stored write
         everything = await store.range("/k/")
         assert sorted(kv.mod_revision for kv in everything.kvs) == list(range(1, current + 1))
