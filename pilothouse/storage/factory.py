@@ -6,7 +6,7 @@ URLs:
   ``sqlite://state.db`` (relative to the working directory), with optional
   query parameters ``synchronous`` (FULL, NORMAL, EXTRA), ``integrity_check``
   (quick, full, off), ``watch_queue_size``, ``max_batch``, ``compact_chunk``,
-  ``busy_timeout_ms``:
+  ``busy_timeout_ms``, ``max_row_bytes``:
   ``sqlite:///tmp/x.db?synchronous=NORMAL``.
 - ``memory://`` (optionally ``memory://?watch_queue_size=100``): nothing
   survives close; for tests and throwaway clusters.
@@ -32,6 +32,7 @@ _SQLITE_PARAMS = {
     "max_batch": int,
     "compact_chunk": int,
     "busy_timeout_ms": int,
+    "max_row_bytes": int,
 }
 _MEMORY_PARAMS = {"watch_queue_size": int}
 

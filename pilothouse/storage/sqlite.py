@@ -150,6 +150,9 @@ class SqliteOptions:
     max_batch: int = DEFAULT_MAX_BATCH  # most writes in one group commit
     compact_chunk: int = DEFAULT_COMPACT_CHUNK  # rows examined per compaction transaction
     busy_timeout_ms: int = 10_000  # how long a transaction waits for a lock held elsewhere
+    # The largest row (key, value and previous value) a write may store; a bigger
+    # write fails alone with StorageError. 0: SQLite's own limit (about 1 GB).
+    max_row_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -160,6 +163,8 @@ class SqliteOptions:
             raise ValueError(
                 f"integrity_check must be quick, full or off, not {self.integrity_check!r}"
             )
+        if self.max_row_bytes < 0:
+            raise ValueError(f"max_row_bytes must be >= 0, got {self.max_row_bytes}")
         for name in ("watch_queue_size", "max_batch", "compact_chunk", "busy_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -204,6 +209,29 @@ def _drain(jobs: queue.SimpleQueue[Any], first: Any, most: int) -> tuple[list[An
             return batch, True
         batch.append(job)
     return batch, False
+
+
+def _leftovers(jobs: queue.SimpleQueue[Any]) -> list[Any]:
+    """Jobs still queued when a thread stops (they get StorageClosedError)."""
+    left: list[Any] = []
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return left
+        if job is not _STOP:
+            left.append(job)
+
+
+def _internal(path: Path, exc: BaseException) -> StorageError:
+    return StorageError(f"{path}: internal storage error: {exc!r}")
+
+
+_STATEMENT_ERRORS = {sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH}
+
+
+def _is_statement_error(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _STATEMENT_ERRORS
 
 
 class _Thread(threading.Thread):
@@ -274,13 +302,23 @@ class _Writer(_Thread):
             if job is _STOP:
                 break
             batch, stop = _drain(self.jobs, job, self.options.max_batch)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # a bug: fail these writes, keep serving the others
+                log.exception("writer failed", extra={"path": str(self.store.path)})
+                with contextlib.suppress(sqlite3.Error):
+                    if self.conn is not None and self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                failed = [(op.future, None, _internal(self.store.path, exc)) for op in batch]
+                self.post(functools.partial(_settle, failed))
             if stop:
                 break
             if self.compaction_pending:
                 self._compact_step()
-        closed = StorageClosedError(f"{self.store.path}: closed before compaction finished")
-        self.post(functools.partial(_settle, [(f, None, closed) for _, f in self.compact_waiters]))
+        closed = StorageClosedError(f"{self.store.path}: storage closed")
+        failed = [(f, None, closed) for _, f in self.compact_waiters]
+        failed.extend((op.future, None, closed) for op in _leftovers(self.jobs))
+        self.post(functools.partial(_settle, failed))
 
     def _commit(self, batch: list[_WriteOp]) -> None:
         assert self.conn is not None
@@ -317,7 +355,17 @@ class _Writer(_Thread):
                 except StorageError as exc:
                     outcomes.append((op.future, None, exc))
                     continue
-                conn.execute(_SQL_INSERT, row)
+                try:
+                    conn.execute(_SQL_INSERT, row)
+                except sqlite3.Error as exc:
+                    # A statement-level refusal (value too big, constraint) undoes only
+                    # this statement: fail this write, keep the batch. Anything else
+                    # may have ended the transaction, and fails the batch below.
+                    if not (conn.in_transaction and _is_statement_error(exc)):
+                        raise
+                    err = StorageError(f"{self.store.path}: write of {op.key!r} refused: {exc}")
+                    outcomes.append((op.future, None, err))
+                    continue
                 revision = row.revision
                 event = event_of(row)
                 events.append(event)
@@ -428,14 +476,24 @@ class _Reader(_Thread):
                         outcomes.append((read.future, read.run(self.conn), None))
                     except StorageError as exc:
                         outcomes.append((read.future, None, exc))
-                    except sqlite3.Error as exc:
+                    except Exception as exc:
                         with contextlib.suppress(sqlite3.Error):
                             if self.conn.in_transaction:
                                 self.conn.execute("ROLLBACK")
-                        err = StorageError(f"{self.path}: read failed: {exc}")
+                        if isinstance(exc, sqlite3.Error):
+                            err = StorageError(f"{self.path}: read failed: {exc}")
+                        else:  # a bug: this read fails, the reader goes on
+                            log.exception("reader failed", extra={"path": str(self.path)})
+                            err = _internal(self.path, exc)
                         outcomes.append((read.future, None, err))
                 self.post(functools.partial(_settle, outcomes))
         finally:
+            closed = StorageClosedError(f"{self.path}: storage closed")
+            self.post(
+                functools.partial(
+                    _settle, [(j.future, None, closed) for j in _leftovers(self.jobs)]
+                )
+            )
             with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
             self.done.set_result(None)
@@ -619,6 +677,8 @@ class SqliteStorage:
 
     async def _write(self, kind: str, key: str, value: bytes, revision: int) -> Any:
         self._check_open()
+        if not self._writer.is_alive():
+            raise StorageError(f"{self.path}: the writer thread has stopped")
         future: asyncio.Future[Any] = self._loop.create_future()
         started = time.perf_counter()
         self._writer.jobs.put(_WriteOp(kind, key, value, revision, future))
@@ -632,6 +692,8 @@ class SqliteStorage:
 
     async def _read(self, operation: str, run: Callable[[sqlite3.Connection], T]) -> T:
         self._check_open()
+        if not self._reader.is_alive():
+            raise StorageError(f"{self.path}: the reader thread has stopped")
         future: asyncio.Future[T] = self._loop.create_future()
         started = time.perf_counter()
         self._reader.jobs.put(_ReadJob(run, future))
@@ -860,6 +922,8 @@ def _connect_writer(path: Path, options: SqliteOptions) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=64)
     try:
         conn.execute(f"PRAGMA busy_timeout = {options.busy_timeout_ms}")
+        if options.max_row_bytes:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, options.max_row_bytes)
         tables = _tables(conn)
         if not tables:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table

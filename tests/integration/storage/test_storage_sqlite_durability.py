@@ -209,3 +209,36 @@ async def test_db_file_is_private(tmp_path: Path) -> None:
     store = await open_storage(f"sqlite://{path}")
     await store.close()
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+async def test_a_refused_write_fails_alone_in_its_batch(tmp_path: Path) -> None:
+    store = await SqliteStorage.open(
+        tmp_path / "state.db", options=SqliteOptions(max_row_bytes=4096)
+    )
+    results = await asyncio.gather(
+        *(store.create(f"/ok/{i}", b"small") for i in range(10)),
+        store.create("/big", b"x" * 10_000),
+        *(store.create(f"/ok/{i}", b"small") for i in range(10, 20)),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, StorageError)]
+    assert len(refused) == 1 and "/big" in str(refused[0])
+    revisions = sorted(r.mod_revision for r in results if isinstance(r, KeyValue))
+    assert revisions == list(range(1, 21))
+    assert await store.get("/big") is None
+    await store.close()
+
+
+async def test_a_failing_read_fails_alone(tmp_path: Path) -> None:
+    store = await SqliteStorage.open(tmp_path / "state.db")
+    await store.create("/a", b"")
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN")
+        raise RuntimeError("a bug in a read")
+
+    with pytest.raises(StorageError, match="internal storage error"):
+        await store._read("broken", broken)
+    assert (await store.get("/a")) is not None  # the reader is still there, not in a transaction
+    assert (await store.create("/b", b"")).mod_revision == 2
+    await store.close()
