@@ -1,3 +1,8 @@
 """Per-kind strategies; importing this package registers every one of them."""
 
-from pilothouse.services.apiserver.strategies import pods, services  # noqa: F401
+from pilothouse.services.apiserver.strategies import (  # noqa: F401
+    apps,
+    batch,
+    pods,
+    services,
+)

@@ -24,14 +24,24 @@ class KindStrategy(Strategy):
     kinds: a DNS-1123 subdomain; Services a DNS-1035 label; Namespaces a DNS-1123
     label; RBAC objects a path segment). ``clears_status_on_create``: workloads
     start with an empty status, whatever the client sent.
+
+    The prepare hooks apply the defaults first (defaulting is idempotent): in
+    Kubernetes the object is defaulted when decoded, before PrepareForCreate, and
+    the hooks here (QoS class, allocation) rely on defaulted fields whatever order
+    the registry calls them in.
     """
 
     name_validator: NameValidator = staticmethod(name_is_dns_subdomain)
     clears_status_on_create = False
 
     def prepare_for_create(self, obj: Message, ctx: StrategyContext) -> None:
+        self.default(obj, ctx)
         if self.clears_status_on_create and "status" in obj.DESCRIPTOR.fields_by_name:
             obj.ClearField("status")
+
+    def prepare_for_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        self.default(new, ctx)
+        super().prepare_for_update(new, old, ctx)
 
 
 def set_default(msg: Any, name: str, value: Any) -> None:

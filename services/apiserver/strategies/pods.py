@@ -645,6 +645,7 @@ class PodStrategy(KindStrategy):
 
     def prepare_for_create(self, obj: Message, ctx: StrategyContext) -> None:
         assert isinstance(obj, core_pb2.Pod)
+        super().prepare_for_create(obj, ctx)
         admit_pod(obj)
         obj.ClearField("status")
         obj.status.phase = "Pending"

@@ -329,6 +329,7 @@ class ServiceStrategy(KindStrategy):
 
     def prepare_for_create(self, obj: Message, ctx: StrategyContext) -> None:
         assert isinstance(obj, core_pb2.Service)
+        super().prepare_for_create(obj, ctx)
         obj.ClearField("status")
         obj.status.loadBalancer.SetInParent()
         if validate_service(obj):

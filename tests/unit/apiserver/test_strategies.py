@@ -50,12 +50,13 @@ def decode(resource: str, data: dict[str, Any]) -> Message:
 
 def create(resource: str, data: dict[str, Any],
            ctx: StrategyContext | None = None) -> tuple[Any, list[Cause]]:
-    """What the registry does on create: default, prepare, validate."""
+    """What the registry does on create: prepare, default, validate (Kubernetes defaults
+    first; the strategies must not depend on the order)."""
     ctx = ctx or make_ctx()
     s = strategy(resource)
     obj = decode(resource, data)
-    s.default(obj, ctx)
     s.prepare_for_create(obj, ctx)
+    s.default(obj, ctx)
     return obj, s.validate(obj, ctx)
 
 
@@ -68,8 +69,8 @@ def update(resource: str, old: Message, change: Callable[[dict[str, Any]], None]
     data = copy.deepcopy(message_to_dict(old))
     change(data)
     new = decode(resource, data)
-    s.default(new, ctx)
     s.prepare_for_update(new, old, ctx)
+    s.default(new, ctx)
     return new, s.validate_update(new, old, ctx)
 
 
@@ -569,3 +570,310 @@ def test_strategies_register_for_every_module() -> None:
     assert type(strategy("services")).__name__ == "ServiceStrategy"
     assert isinstance(make_ctx().allocators["service-ip"], IPRangeAllocator)
     assert core_pb2.Pod is strategy("pods").kind.message
+
+
+# -- apps -------------------------------------------------------------------------------------
+
+TEMPLATE = {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}
+
+
+def workload(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"selector": {"matchLabels": {"app": "web"}},
+                            "template": copy.deepcopy(TEMPLATE)}
+    base.update(spec)
+    return {"metadata": {"name": "web", "namespace": "default", "uid": "u1"}, "spec": base}
+
+
+def test_deployment_defaults() -> None:
+    obj, causes = create("deployments.apps", workload())
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["replicas"] == 1
+    assert spec["revisionHistoryLimit"] == 10
+    assert spec["progressDeadlineSeconds"] == 600
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    tspec = spec["template"]["spec"]
+    assert (tspec["restartPolicy"], tspec["dnsPolicy"]) == ("Always", "ClusterFirst")
+    assert tspec["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+    assert "enableServiceLinks" not in tspec and "tolerations" not in tspec  # pods only
+    assert "status" not in as_dict(obj)
+
+
+def test_deployment_keeps_zero_replicas_and_recreate() -> None:
+    obj, causes = create("deployments.apps", workload(replicas=0, strategy={"type": "Recreate"}))
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["replicas"] == 0
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_workload_status_is_cleared_on_create() -> None:
+    data = workload()
+    data["status"] = {"replicas": 5}
+    obj, _ = create("deployments.apps", data)
+    assert not obj.HasField("status")
+
+
+WORKLOAD_INVALID = [
+    ("deployments.apps", "no selector", {"selector": None}, "spec.selector", "Required value"),
+    ("deployments.apps", "selector mismatch", {"selector": {"matchLabels": {"app": "db"}}},
+     "spec.template.metadata.labels",
+     'Invalid value: map[string]string{"app":"web"}: `selector` does not match template '
+     '`labels`'),
+    ("deployments.apps", "empty selector", {"selector": {}}, "spec.selector", None),
+    ("deployments.apps", "negative replicas", {"replicas": -1}, "spec.replicas",
+     "Invalid value: -1: must be greater than or equal to 0"),
+    ("deployments.apps", "restart policy", {"template": {**TEMPLATE, "spec": {
+        **TEMPLATE["spec"], "restartPolicy": "Never"}}},
+     "spec.template.spec.restartPolicy",
+     'Unsupported value: "Never": supported values: "Always"'),
+    ("deployments.apps", "container image", {"template": {**TEMPLATE, "spec": {
+        "containers": [{"name": "web"}]}}},
+     "spec.template.spec.containers[0].image", "Required value"),
+    ("deployments.apps", "zero surge and unavailable", {"strategy": {
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}},
+     "spec.strategy.rollingUpdate.maxUnavailable",
+     "Invalid value: 0: may not be 0 when `maxSurge` is 0"),
+    ("deployments.apps", "bad percent", {"strategy": {"rollingUpdate": {"maxSurge": "120%"}}},
+     "spec.strategy.rollingUpdate.maxSurge",
+     'Invalid value: "120%": must not be greater than 100%'),
+    ("deployments.apps", "recreate with rolling", {"strategy": {
+        "type": "Recreate", "rollingUpdate": {"maxSurge": 1}}},
+     "spec.strategy.rollingUpdate",
+     "Forbidden: may not be specified when strategy `type` is 'Recreate'"),
+    ("deployments.apps", "progress deadline", {"minReadySeconds": 700},
+     "spec.progressDeadlineSeconds", "Invalid value: 600: must be greater than minReadySeconds"),
+    ("replicasets.apps", "no selector", {"selector": None}, "spec.selector", "Required value"),
+    ("statefulsets.apps", "bad pod management", {"podManagementPolicy": "Fast"},
+     "spec.podManagementPolicy",
+     'Unsupported value: "Fast": supported values: "OrderedReady", "Parallel"'),
+    ("daemonsets.apps", "restart policy", {"template": {**TEMPLATE, "spec": {
+        **TEMPLATE["spec"], "restartPolicy": "OnFailure"}}},
+     "spec.template.spec.restartPolicy", None),
+    ("daemonsets.apps", "selector mismatch", {"selector": {"matchLabels": {"x": "y"}}},
+     "spec.template.metadata.labels", None),
+]
+
+
+@pytest.mark.parametrize(("resource", "spec", "field", "message"),
+                         [c[:1] + c[2:] for c in WORKLOAD_INVALID],
+                         ids=[f"{c[0]}-{c[1]}" for c in WORKLOAD_INVALID])
+def test_workload_invalid(resource: str, spec: dict[str, Any], field: str,
+                          message: str | None) -> None:
+    data = workload(**spec)
+    if data["spec"].get("selector") is None:
+        data["spec"].pop("selector")
+    _, causes = create(resource, data)
+    assert field in fields(causes), causes
+    if message is not None:
+        assert message in [c.message for c in causes if c.field == field]
+
+
+@pytest.mark.parametrize("resource", ["deployments.apps", "replicasets.apps",
+                                      "statefulsets.apps", "daemonsets.apps"])
+def test_selector_is_immutable(resource: str) -> None:
+    old, causes = create(resource, workload())
+    assert causes == []
+
+    def edit(d: dict[str, Any]) -> None:
+        d["spec"]["selector"]["matchLabels"]["tier"] = "front"
+        d["spec"]["template"]["metadata"]["labels"]["tier"] = "front"
+
+    _, causes = update(resource, old, edit)
+    if resource == "statefulsets.apps":  # Kubernetes' catch-all for StatefulSet spec fields
+        assert fields(causes) == ["spec"]
+    else:
+        assert [c.message.endswith("field is immutable") for c in causes
+                if c.field == "spec.selector"] == [True]
+
+
+def test_deployment_update_scales_and_changes_image() -> None:
+    old, _ = create("deployments.apps", workload())
+
+    def edit(d: dict[str, Any]) -> None:
+        d["spec"]["replicas"] = 5
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
+
+    new, causes = update("deployments.apps", old, edit)
+    assert causes == []
+    assert strategy("deployments.apps").spec_changed(new, old)
+
+
+def test_statefulset_defaults_and_update_rule() -> None:
+    obj, causes = create("statefulsets.apps", workload(
+        serviceName="web",
+        volumeClaimTemplates=[{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]))
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["podManagementPolicy"] == "OrderedReady"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                            "whenScaled": "Retain"}
+    assert (spec["replicas"], spec["revisionHistoryLimit"]) == (1, 10)
+    claim = spec["volumeClaimTemplates"][0]
+    assert claim["spec"]["volumeMode"] == "Filesystem"
+    assert claim["status"] == {"phase": "Pending"}
+    _, causes = update("statefulsets.apps", obj, lambda d: d["spec"].update(replicas=3))
+    assert causes == []
+    _, causes = update("statefulsets.apps", obj, lambda d: d["spec"].update(serviceName="db"))
+    assert fields(causes) == ["spec"]
+    assert "updates to statefulset spec for fields other than 'replicas'" in causes[0].message
+
+
+def test_daemonset_defaults() -> None:
+    obj, causes = create("daemonsets.apps", workload())
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["updateStrategy"] == {"type": "RollingUpdate",
+                                      "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    assert spec["revisionHistoryLimit"] == 10
+
+
+def test_replicaset_field_set() -> None:
+    obj, _ = create("replicasets.apps", workload())
+    assert strategy("replicasets.apps").field_set(obj)["status.replicas"] == "0"
+
+
+# -- batch ------------------------------------------------------------------------------------
+
+def job(**spec: Any) -> dict[str, Any]:
+    template = {"spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "pi", "image": "perl:5.34"}]}}
+    base: dict[str, Any] = {"template": template}
+    base.update(spec)
+    return {"metadata": {"name": "pi", "namespace": "default", "uid": "uid-1"}, "spec": base}
+
+
+def test_job_defaults_and_generated_selector() -> None:
+    obj, causes = create("jobs.batch", job())
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert (spec["parallelism"], spec["completions"], spec["backoffLimit"]) == (1, 1, 6)
+    assert spec["completionMode"] == "NonIndexed"
+    assert spec["suspend"] is False and spec["manualSelector"] is False
+    assert spec["podReplacementPolicy"] == "TerminatingOrFailed"
+    assert spec["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": "uid-1"}}
+    assert spec["template"]["metadata"]["labels"] == {
+        "batch.kubernetes.io/controller-uid": "uid-1", "batch.kubernetes.io/job-name": "pi",
+        "controller-uid": "uid-1", "job-name": "pi"}
+    assert as_dict(obj)["metadata"]["labels"] == spec["template"]["metadata"]["labels"]
+
+
+def test_job_parallelism_without_completions() -> None:
+    obj, causes = create("jobs.batch", job(parallelism=3))
+    assert causes == []
+    assert obj.spec.parallelism == 3 and not obj.spec.HasField("completions")
+
+
+JOB_INVALID = [
+    ("restart always", {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
+     "spec.template.spec.restartPolicy",
+     'Unsupported value: "Always": supported values: "OnFailure", "Never"'),
+    ("selector without manualSelector", {"selector": {"matchLabels": {"a": "b"}}},
+     "spec.selector", None),
+    ("negative backoff", {"backoffLimit": -1}, "spec.backoffLimit", None),
+    ("indexed needs completions", {"completionMode": "Indexed", "parallelism": 2},
+     "spec.completions", "Required value: when completion mode is Indexed"),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [c[1:] for c in JOB_INVALID],
+                         ids=[c[0] for c in JOB_INVALID])
+def test_job_invalid(spec: dict[str, Any], field: str, message: str | None) -> None:
+    _, causes = create("jobs.batch", job(**spec))
+    assert field in fields(causes), causes
+    if message is not None:
+        assert message in [c.message for c in causes if c.field == field]
+
+
+def test_job_selector_and_template_are_immutable() -> None:
+    old, _ = create("jobs.batch", job())
+    _, causes = update("jobs.batch", old,
+                       lambda d: d["spec"]["selector"]["matchLabels"].update(x="y"))
+    assert "spec.selector" in fields(causes)
+    _, causes = update("jobs.batch", old, lambda d: d["spec"]["template"]["spec"][
+        "containers"][0].update(image="perl:6"))
+    assert "spec.template" in fields(causes)
+    new, causes = update("jobs.batch", old, lambda d: d["spec"].update(suspend=True))
+    assert causes == [] and new.spec.suspend
+
+
+def cronjob(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"schedule": "*/5 * * * *",
+                            "jobTemplate": {"spec": job()["spec"]}}
+    base.update(spec)
+    return {"metadata": {"name": "tick", "namespace": "default"}, "spec": base}
+
+
+def test_cronjob_defaults() -> None:
+    obj, causes = create("cronjobs.batch", cronjob())
+    assert causes == []
+    spec = as_dict(obj)["spec"]
+    assert spec["concurrencyPolicy"] == "Allow"
+    assert spec["suspend"] is False
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 1)
+    tspec = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert tspec["terminationGracePeriodSeconds"] == 30
+    assert "backoffLimit" not in spec["jobTemplate"]["spec"]  # only Jobs get job defaults
+
+
+@pytest.mark.parametrize(
+    ("schedule", "error"),
+    [
+        ("*/5 * * * *", None), ("0 0 * * 0", None), ("@hourly", None), ("@daily", None),
+        ("@every 1h30m", None), ("0 9 * JAN-MAR MON-FRI", None), ("15 2 1,15 * ?", None),
+        ("bad", "expected exactly 5 fields, found 1: [bad]"),
+        ("* * * *", "expected exactly 5 fields, found 4: [* * * *]"),
+        ("70 * * * *", "end of range (70) above maximum (59): 70"),
+        ("* * 0 * *", "beginning of range (0) below minimum (1): 0"),
+        ("5-2 * * * *", "beginning of range (5) beyond end of range (2): 5-2"),
+        ("*/0 * * * *", "step of range should be a positive number: */0"),
+        ("@fortnightly", "unrecognized descriptor: @fortnightly"),
+        ("x * * * *", None),
+    ],
+)
+def test_cron_schedules(schedule: str, error: str | None) -> None:
+    from pilothouse.services.apiserver.strategies.batch import cron_errors
+
+    got = cron_errors(schedule)
+    if schedule.startswith("x"):
+        assert got and got[0].startswith("failed to parse int from x")
+    else:
+        assert got == ([error] if error else [])
+
+
+CRONJOB_INVALID = [
+    ("schedule", {"schedule": "every minute"}, "spec.schedule", None),
+    ("TZ in schedule", {"schedule": "CRON_TZ=UTC 0 * * * *"}, "spec.schedule",
+     'Invalid value: "CRON_TZ=UTC 0 * * * *": cannot use TZ or CRON_TZ in schedule, use '
+     "timeZone field instead"),
+    ("time zone", {"timeZone": "Mars/Olympus"}, "spec.timeZone",
+     'Invalid value: "Mars/Olympus": unknown time zone Mars/Olympus'),
+    ("local time zone", {"timeZone": "Local"}, "spec.timeZone", None),
+    ("concurrency", {"concurrencyPolicy": "Sometimes"}, "spec.concurrencyPolicy", None),
+    ("job template restart", {"jobTemplate": {"spec": {"template": {"spec": {
+        "containers": [{"name": "a", "image": "x"}]}}}}},
+     "spec.jobTemplate.spec.template.spec.restartPolicy", None),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [c[1:] for c in CRONJOB_INVALID],
+                         ids=[c[0] for c in CRONJOB_INVALID])
+def test_cronjob_invalid(spec: dict[str, Any], field: str, message: str | None) -> None:
+    _, causes = create("cronjobs.batch", cronjob(**spec))
+    assert field in fields(causes), causes
+    if message is not None:
+        assert message in [c.message for c in causes if c.field == field]
+
+
+def test_cronjob_time_zone_and_name_length() -> None:
+    _, causes = create("cronjobs.batch", cronjob(timeZone="Europe/Berlin"))
+    assert causes == []
+    data = cronjob()
+    data["metadata"]["name"] = "n" * 53
+    _, causes = create("cronjobs.batch", data)
+    assert [(c.field, c.message.split(": ")[-1]) for c in causes] == [
+        ("metadata.name", "must be no more than 52 characters")]
