@@ -42,9 +42,10 @@ from pilothouse.api.serialization import (
     object_from_dict,
     object_to_dict,
 )
-from pilothouse.services.apiserver import discovery, errors
+from pilothouse.services.apiserver import discovery, errors, tables
 from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
+from pilothouse.services.apiserver.openapi import OpenAPIDocuments
 from pilothouse.services.apiserver.registry import (
     DeleteOptions,
     Registry,
@@ -141,7 +142,7 @@ class RestAPI:
         self.metrics = metrics or APIServerMetrics()
         self.server_address = server_address
         self.is_ready = is_ready
-        self._doc_cache: dict[str, bytes] = {}
+        self.openapi = OpenAPIDocuments()
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -305,32 +306,22 @@ class RestAPI:
         return Response(200, dumps(discovery.api_group_list(self.kinds)))
 
     def _openapi(self, path: str, request: Request) -> Response:
-        try:
-            from pilothouse.services.apiserver import openapi
-        except ImportError:
-            raise _not_found_path() from None
-        body = self._doc_cache.get(path)
-        if body is None:
-            kinds = list(self.kinds)
-            doc: Any
-            if path == "/openapi/v2":
-                doc = openapi.build_openapi_v2(kinds)
-            elif path == "/openapi/v3":
-                doc = openapi.build_openapi_v3_index(kinds)
-            else:
-                gv = path.removeprefix("/openapi/v3/")
-                parts = gv.split("/")
-                if parts[0] == "api" and len(parts) == 2:
-                    doc = openapi.build_openapi_v3_group(kinds, "", parts[1])
-                elif parts[0] == "apis" and len(parts) == 3:
-                    doc = openapi.build_openapi_v3_group(kinds, parts[1], parts[2])
-                else:
-                    raise _not_found_path()
-                if doc is None:
-                    raise _not_found_path()
-            body = json.dumps(doc, separators=(",", ":")).encode()
-            self._doc_cache[path] = body
-        return Response(200, body, JSON)
+        accept = request.headers.get("accept", "")
+        kinds = list(self.kinds)
+        if path == "/openapi/v2":
+            # kubectl asks for v2 only as protobuf (and fails on JSON): say no, it
+            # then uses v3. JSON clients get the document.
+            if accept and "json" not in accept and "*/*" not in accept:
+                raise errors.not_acceptable(accept)
+            return Response(200, self.openapi.v2(kinds), JSON)
+        if path == "/openapi/v3":
+            return Response(200, self.openapi.v3_index(kinds), JSON)
+        found = self.openapi.v3_group(kinds, path.removeprefix("/openapi/v3/"))
+        if found is None:
+            raise _not_found_path()
+        body, digest = found
+        return Response(200, body, JSON, {"Etag": f'"{digest}"',
+                                          "Cache-Control": "public, immutable"})
 
     # -- resources -------------------------------------------------------------
 
@@ -598,12 +589,13 @@ class RestAPI:
         return Response(200, prefix + b",".join(c.json() for c in result.items) + b"]}")
 
     def _table(self, kind: Kind, docs: list[dict[str, Any]], request: Request) -> dict[str, Any]:
-        from pilothouse.services.apiserver import tables
-
         include = _accept_param(request.headers.get("accept", ""), "includeObject") or \
             request.query.get("includeObject", "Metadata")
-        table: dict[str, Any] = tables.table_for(kind, docs, include_object=include, wide=True,
-                                                 now=self.registry.now())
+        try:
+            table: dict[str, Any] = tables.table_for(kind, docs, include_object=include,
+                                                     wide=True, now=self.registry.now())
+        except tables.TableError as exc:
+            raise errors.bad_request(str(exc)) from None
         return table
 
     async def _watch(self, request: Request, t: Target, store: ResourceStore,

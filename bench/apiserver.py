@@ -1,0 +1,301 @@
+"""apiserver benchmark: request latency/throughput, big lists, watch fan-out, memory.
+
+Runs a real ``pilothouse apiserver`` (SQLite in a temp dir) in a subprocess and
+drives it over REST from this process:
+
+- create / get / update: latency p50/p99 and throughput at concurrency 1, 16, 64;
+- create at a fixed rate of 200 req/s (open loop): p99 latency (target <= 20 ms);
+- list of N pods as JSON and as a Table;
+- watch fan-out: W watchers on pods, delivery latency p50/p99 of one update
+  (target p99 <= 100 ms with 1000 watchers);
+- apiserver RSS with N pods stored (target <= 200 MB with 10k pods).
+
+    python bench/apiserver.py [--quick]
+
+Ends with one line ``BENCH {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "shard": name[-1]}},
+        "spec": {"containers": [{
+            "name": "app", "image": "registry.local/app:1.0",
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+            "env": [{"name": "MODE", "value": "bench"}],
+        }]},
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def run_concurrent(client: httpx.AsyncClient, n: int, concurrency: int,
+                         make: Any) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            started = time.perf_counter()
+            r = await make(client, i)
+            latencies.append(time.perf_counter() - started)
+            if r.status_code >= 300:
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+async def bench_requests(url: str, n: int, figures: dict[str, Any]) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        for concurrency in (1, 16, 64):
+            prefix = f"c{concurrency}-"
+
+            async def create(c: httpx.AsyncClient, i: int, p: str = prefix) -> httpx.Response:
+                return await c.post(PODS, json=pod(f"{p}{i}"))
+
+            async def get(c: httpx.AsyncClient, i: int, p: str = prefix) -> httpx.Response:
+                return await c.get(f"{PODS}/{p}{i}")
+
+            async def update(c: httpx.AsyncClient, i: int, p: str = prefix) -> httpx.Response:
+                return await c.patch(f"{PODS}/{p}{i}",
+                                     content=json.dumps({"metadata": {"labels": {"v": "2"}}}),
+                                     headers={"Content-Type": "application/merge-patch+json"})
+
+            for verb, fn in (("create", create), ("get", get), ("update", update)):
+                lat, took = await run_concurrent(client, n, concurrency, fn)
+                key = f"rest_{verb}_c{concurrency}"
+                figures[key] = {"p50_ms": ms(pct(lat, 0.5)), "p99_ms": ms(pct(lat, 0.99)),
+                                "per_s": round(n / took, 1)}
+                say(f"  REST {verb:6s} concurrency {concurrency:2d}: "
+                    f"p50 {figures[key]['p50_ms']} ms, p99 {figures[key]['p99_ms']} ms, "
+                    f"{figures[key]['per_s']}/s")
+
+
+async def bench_fixed_rate(url: str, rate: int, seconds: float,
+                           figures: dict[str, Any]) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        latencies: list[float] = []
+        tasks = []
+
+        async def one(i: int) -> None:
+            started = time.perf_counter()
+            r = await client.post(PODS, json=pod(f"rate-{i}"))
+            latencies.append(time.perf_counter() - started)
+            if r.status_code != 201:
+                raise RuntimeError(r.text[:200])
+
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        figures["rest_create_at_200_per_s"] = {"p50_ms": ms(pct(latencies, 0.5)),
+                                               "p99_ms": ms(pct(latencies, 0.99)),
+                                               "n": total}
+        say(f"  create at {rate}/s for {seconds}s: p50 {ms(pct(latencies, 0.5))} ms, "
+            f"p99 {ms(pct(latencies, 0.99))} ms")
+
+
+async def fill_pods(url: str, count: int) -> None:
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        async def create(c: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await c.post(PODS, json=pod(f"fill-{i}"))
+
+        await run_concurrent(client, count, 32, create)
+
+
+async def bench_lists(url: str, figures: dict[str, Any], repeat: int) -> None:
+    table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        for label, params, accept in (
+            ("list_json_consistent", {}, "application/json"),
+            ("list_json_rv0_cache", {"resourceVersion": "0"}, "application/json"),
+            ("list_table_rv0_cache", {"resourceVersion": "0"}, table),
+        ):
+            times = []
+            size = 0
+            count = 0
+            for _ in range(repeat):
+                started = time.perf_counter()
+                r = await client.get(PODS, params=params, headers={"Accept": accept})
+                times.append(time.perf_counter() - started)
+                size = len(r.content)
+                doc = r.json()
+                count = len(doc.get("items") or doc.get("rows") or [])
+            figures[label] = {"ms": ms(statistics.median(times)), "items": count,
+                              "mb": round(size / 1e6, 2)}
+            say(f"  {label}: {figures[label]['ms']} ms for {count} items "
+                f"({figures[label]['mb']} MB)")
+
+
+async def bench_watch(url: str, watchers: int, updates: int, figures: dict[str, Any]) -> None:
+    limits = httpx.Limits(max_connections=watchers + 8, max_keepalive_connections=watchers + 8)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=None) as client:
+        await client.post(PODS, json=pod("watched"))
+        rv = (await client.get(PODS, params={"limit": "1"})).json()["metadata"][
+            "resourceVersion"]
+        arrivals: list[list[float]] = [[] for _ in range(updates)]
+        ready = asyncio.Event()
+        connected = 0
+
+        async def watcher() -> None:
+            nonlocal connected
+            params = {"watch": "1", "resourceVersion": rv,
+                      "fieldSelector": "metadata.name=watched"}
+            async with client.stream("GET", PODS, params=params) as response:
+                connected += 1
+                if connected == watchers:
+                    ready.set()
+                seen = 0
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    now = time.perf_counter()
+                    if '"MODIFIED"' in line:
+                        arrivals[seen].append(now)
+                        seen += 1
+                        if seen == updates:
+                            return
+
+        tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
+        await asyncio.wait_for(ready.wait(), 120)
+        await asyncio.sleep(1.0)  # let every watcher register on the server
+        sent: list[float] = []
+        for i in range(updates):
+            sent.append(time.perf_counter())
+            await client.patch(f"{PODS}/watched",
+                               content=json.dumps({"metadata": {"labels": {"n": str(i)}}}),
+                               headers={"Content-Type": "application/merge-patch+json"})
+            await asyncio.sleep(0.5)
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        delays = [t - sent[i] for i in range(updates) for t in arrivals[i]]
+        figures["watch_fanout"] = {"watchers": watchers, "updates": updates,
+                                   "p50_ms": ms(pct(delays, 0.5)),
+                                   "p99_ms": ms(pct(delays, 0.99))}
+        say(f"  watch fan-out to {watchers} watchers: p50 {ms(pct(delays, 0.5))} ms, "
+            f"p99 {ms(pct(delays, 0.99))} ms")
+
+
+async def run_benches(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {"quick": args.quick, "rss_mb_empty": rss_mb(pid)}
+    n = 200 if args.quick else 2000
+    say(f"[1/5] request latency ({n} per verb and concurrency)")
+    await bench_requests(url, n, figures)
+    say("[2/5] create at a fixed 200 req/s")
+    await bench_fixed_rate(url, 200, 3 if args.quick else 10, figures)
+    total = 1000 if args.quick else 10_000
+    say(f"[3/5] filling to {total} pods")
+    started = time.perf_counter()
+    await fill_pods(url, total - 3 * n - (600 if args.quick else 2000))
+    say(f"      filled in {time.perf_counter() - started:.1f}s")
+    figures["rss_mb_with_pods"] = rss_mb(pid)
+    figures["pods_stored"] = total
+    say(f"      apiserver RSS with {total} pods: {figures['rss_mb_with_pods']} MB")
+    say("[4/5] lists")
+    await bench_lists(url, figures, 3)
+    watchers = 200 if args.quick else 1000
+    say(f"[5/5] watch fan-out ({watchers} watchers)")
+    await bench_watch(url, watchers, 3 if args.quick else 5, figures)
+    return figures
+
+
+def start_apiserver(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    with open(tmp / "apiserver.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pilothouse.cli", "apiserver",
+                                 "--data-dir", str(tmp / "data"), "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"apiserver did not start: {(tmp / 'apiserver.log').read_text()}")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # 1000 watchers
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_apiserver(Path(tmp))
+        try:
+            figures = asyncio.run(run_benches(url, proc.pid, args))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    print("BENCH " + json.dumps(figures, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
