@@ -131,14 +131,16 @@ Facts = dict[str, dict[str, tuple[str, int]]]
 PatchFacts = dict[str, dict[str, tuple[str, str]]]
 
 
-def json_facts(go_dir: Path, package: str) -> tuple[Facts, PatchFacts]:
+def json_facts(go_dir: Path, package: str) -> tuple[Facts, PatchFacts, set[str]]:
     """Per message: proto field name -> (JSON name, flags) from the Go json tags.
 
     flags: 1 = omitempty, 2 = Go pointer (zero value is meaningful), 4 = inline
-    (the field's own JSON fields appear in the parent object).
+    (the field's own JSON fields appear in the parent object). Also the messages
+    whose Go struct embeds TypeMeta (their JSON may carry apiVersion and kind).
     """
     facts: Facts = {}
     patch: PatchFacts = {}
+    typed: set[str] = set()
     for go in sorted(go_dir.glob("*.go")):
         if go.name.endswith("_test.go") or go.name.startswith("zz_generated"):
             continue
@@ -147,6 +149,8 @@ def json_facts(go_dir: Path, package: str) -> tuple[Facts, PatchFacts]:
             patches: dict[str, tuple[str, str]] = {}
             for name, go_type, raw_tag in GO_FIELD.findall(struct.group(2)):
                 tag = dict(GO_TAG.findall(raw_tag))
+                if not name and go_type.endswith("TypeMeta") and tag.get("json") == ",inline":
+                    typed.add(f"{package}.{struct.group(1)}")
                 if "json" not in tag or "protobuf" not in tag:
                     continue
                 named = re.search(r"name=(\w+)", tag["protobuf"])
@@ -167,7 +171,7 @@ def json_facts(go_dir: Path, package: str) -> tuple[Facts, PatchFacts]:
                 facts[f"{package}.{struct.group(1)}"] = fields
             if patches:
                 patch[f"{package}.{struct.group(1)}"] = patches
-    return facts, patch
+    return facts, patch, typed
 
 
 def main() -> None:
@@ -184,17 +188,20 @@ def main() -> None:
     parsed = {dst: parse(src.read_text()) for src, dst in jobs}
     facts: Facts = {}
     patch: PatchFacts = {}
+    typed: set[str] = set()
     for src, dst in jobs:
-        more_facts, more_patch = json_facts(src.parent, parsed[dst][0])
+        more_facts, more_patch, more_typed = json_facts(src.parent, parsed[dst][0])
         facts.update(more_facts)
         patch.update(more_patch)
+        typed |= more_typed
     lines = [
         '"""JSON facts of the Kubernetes API types, from their Go json tags.',
         "",
         "Written by tools/k8s_protogen.py. Per protobuf message: proto field name ->",
         "(JSON name, flags); flags: 1 omitempty, 2 pointer (zero is meaningful),",
         "4 inline (its fields appear in the parent object). PATCH: per message, JSON",
-        'name -> (patchStrategy, patchMergeKey) for strategic merge patch."""',
+        "name -> (patchStrategy, patchMergeKey) for strategic merge patch. TYPE_META:",
+        'messages whose JSON may carry apiVersion and kind (Go embeds TypeMeta)."""',
         "",
         "FIELDS: dict[str, dict[str, tuple[str, int]]] = {",
     ]
@@ -209,6 +216,9 @@ def main() -> None:
         lines += [f"        {k!r}: {v!r}," for k, v in patch[message].items()]
         lines.append("    },")
     lines.append("}")
+    lines += ["", "TYPE_META: frozenset[str] = frozenset({"]
+    lines += [f"    {name!r}," for name in sorted(typed)]
+    lines.append("})")
     JSON_FIELDS.write_text("\n".join(lines) + "\n")
     package_of = {dst: package for dst, (package, _, _) in parsed.items()}
     for dst, (package, imports, messages) in parsed.items():

@@ -10,32 +10,41 @@ Kubernetes' own JSON serializer does:
 - Output omits what Go's ``omitempty`` omits: unset fields, empty lists and
   maps, and zero scalars of non-pointer ``omitempty`` fields. Zero values of
   pointer fields (``replicas: 0``) are kept, because for them zero is a choice.
+  Messages follow presence (proto2): ``status: {}`` set is written, unset is
+  not; a zero Time (Go writes ``null``) is left out.
 - Union-typed JSON (int-or-string, quantities, times, durations, raw JSON,
   the CRD schema unions, byte fields in base64) has one converter each.
 - Decoding is strict by default: unknown fields are collected and reported
   together with their paths (``spec.containers[0].imagee``), as Kubernetes'
   strict field validation does; a wrong type fails at once naming the path and
-  the expected type. Never a traceback.
+  the expected type. ``null`` means "unset" (in lists and maps: the zero
+  value), as in Go. Any bad input is a ``DecodeError``, never another exception.
 
 Per message type the converters are compiled once into small closures and
-cached, because list encoding is a hot path.
+cached, because list encoding and request decoding are hot paths: the encoder
+walks ``ListFields()`` (only what is set) with one table lookup per field; the
+decoder dispatches each JSON key to a setter that knows its field's type.
+Field paths are only built for nested messages and for errors.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import json
 import math
 import re
-from collections.abc import Callable
+import time as _time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from pilothouse.api.k8s_json_fields import FIELDS
+from pilothouse.api.k8s_json_fields import FIELDS, TYPE_META
 from pilothouse.api.quantity import QuantityError, canonical
 
 # Flags in k8s_json_fields.FIELDS.
@@ -66,10 +75,20 @@ STRING_LISTS = frozenset(
         "k8s.io.api.certificates.v1.ExtraValue",
     }
 )
+# Message types whose JSON null is a value of their own (Go's Raw stays empty
+# and marshals back as null), so a null list item stays null.
+_NULLABLE = frozenset({RAW_EXTENSION, EXT_JSON})
+# Lists of objects that Kubernetes writes with their apiVersion/kind filled in,
+# although protobuf does not carry them (apps/v1 conversion sets them on read).
+TYPED_ITEMS: dict[tuple[str, str], tuple[str, str]] = {
+    ("k8s.io.api.apps.v1.StatefulSetSpec", "volumeClaimTemplates"): ("v1",
+                                                                     "PersistentVolumeClaim"),
+}
 
 JSONValue = Any
 # protobuf's Descriptor (the upb and pure-Python classes differ; both quack alike).
 DescriptorT = Any
+FieldDescT = Any  # likewise for FieldDescriptor (message_type is Optional in the stubs)
 Encoder = Callable[[Any], JSONValue]
 
 
@@ -93,60 +112,96 @@ class DecodeError(ValueError):
         super().__init__(f"strict decoding error: {text}" if strict_prefix else text)
 
 
+class EncodeError(ValueError):
+    """A message that has no JSON form (a time beyond year 9999, raw bytes that are
+    not JSON) -- only possible for messages built from foreign protobuf bytes."""
+
+
 # ---------------------------------------------------------------------------
 # Time and duration (meta/v1 Time, MicroTime, Duration)
+
+_time_text: dict[int, str] = {}
 
 
 def format_time(seconds: int, nanos: int = 0, *, micro: bool = False) -> str:
     """RFC 3339 in UTC: seconds precision for Time, microseconds for MicroTime."""
-    dt = datetime.fromtimestamp(seconds, UTC)
+    text = _time_text.get(seconds)
+    if text is None:
+        try:
+            if not -62135596800 <= seconds <= 253402300799:  # years 1..9999
+                raise ValueError("year outside of range [1,9999]")
+            text = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds))
+        except (ValueError, OverflowError, OSError) as exc:
+            raise EncodeError(f"time {seconds}s: {exc}") from None
+        if len(_time_text) >= 4096:
+            _time_text.clear()
+        _time_text[seconds] = text
     if micro:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{text}.{nanos // 1000:06d}Z"
+    return text + "Z"
 
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 )
+_parsed_times: dict[str, tuple[int, int]] = {}
 
 
 def parse_time(text: str) -> tuple[int, int]:
     """RFC 3339 (any offset, optional fraction) -> (unix seconds, nanos)."""
-    m = _RFC3339.match(text)
+    hit = _parsed_times.get(text)
+    if hit is not None:
+        return hit
+    m = _RFC3339.fullmatch(text)
     if not m:
         raise ValueError(f"parsing time {text!r}: not an RFC 3339 time")
-    whole = text[: m.start(7)] if m.group(7) else text[: m.start(8)]
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     zone = m.group(8)
-    offset = "+00:00" if zone in ("Z", "z") else zone
     try:
-        dt = datetime.fromisoformat(whole.replace("t", "T") + offset)
+        offset = 0
+        if zone not in ("Z", "z"):
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if hours > 23 or minutes > 59:
+                raise ValueError("time zone offset out of range")
+            offset = (hours * 3600 + minutes * 60) * (-1 if zone[0] == "-" else 1)
+        dt = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise ValueError(f"parsing time {text!r}: {exc}") from None
     frac = m.group(7) or ".0"
     nanos = int((frac[1:] + "000000000")[:9])
-    return int(dt.timestamp()), nanos
+    result = (int(dt.timestamp()) - offset, nanos)
+    if len(_parsed_times) >= 4096:
+        _parsed_times.clear()
+    _parsed_times[text] = result
+    return result
 
 
 _DURATION_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6,
                    "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
+_MAX_DURATION = 2**63 - 1
 
 
 def parse_duration(text: str) -> int:
-    """A Go duration string (``1h2m3.5s``, ``300ms``, ``-1s``) -> nanoseconds."""
-    body = text[1:] if text[:1] in "+-" else text
+    """A Go duration string (``1h2m3.5s``, ``300ms``, ``-1s``) -> nanoseconds, exactly."""
+    body = text[1:] if text[:1] in ("+", "-") else text
     if body == "0":
         return 0
     pos, total = 0, 0
     for m in _DURATION_PART.finditer(body):
-        if m.start() != pos:
+        whole, frac, unit = m.groups()
+        if m.start() != pos or not (whole or frac):
             break
-        number, unit = m.groups()
-        total += round(float(number) * _DURATION_UNITS[unit])
+        size = _DURATION_UNITS[unit]
+        total += int(whole or "0") * size
+        if frac:
+            total += int(frac) * size // 10 ** len(frac)
         pos = m.end()
     if pos != len(body) or not body:
         raise ValueError(f"time: invalid duration {text!r}")
-    return -total if text.startswith("-") else total
+    if total > _MAX_DURATION + (text[:1] == "-"):
+        raise ValueError(f"time: invalid duration {text!r} (overflows int64 nanoseconds)")
+    return -total if text[:1] == "-" else total
 
 
 def format_duration(nanos: int) -> str:
@@ -180,8 +235,7 @@ def _trim(value: int, unit: int) -> str:
 # ---------------------------------------------------------------------------
 # Encoding: message -> JSON-ready Python values
 
-
-_encoders: dict[str, Callable[[Message], JSONValue]] = {}
+_encoders: dict[str, Encoder] = {}
 
 
 def message_to_dict(msg: Message) -> dict[str, JSONValue]:
@@ -190,40 +244,64 @@ def message_to_dict(msg: Message) -> dict[str, JSONValue]:
     return result
 
 
+def messages_to_dicts(msgs: Iterable[Message]) -> list[dict[str, JSONValue]]:
+    """``[message_to_dict(m) for m in msgs]``, with the cyclic GC paused meanwhile.
+
+    A list response builds millions of small dicts and lists that all stay
+    alive; each allocation burst would otherwise trigger collections that walk
+    the growing heap, which about doubles the time of a 10k-item list. Nothing
+    built here forms a reference cycle, so pausing the collector is safe.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return [_encoder(m.DESCRIPTOR)(m) for m in msgs]
+    finally:
+        if paused:
+            gc.enable()
+
+
 def _json_facts(desc: DescriptorT) -> dict[str, tuple[str, int]]:
     return FIELDS.get(desc.full_name, {})
 
 
-def _encoder(desc: DescriptorT) -> Callable[[Message], JSONValue]:
+def _encoder(desc: DescriptorT) -> Encoder:
     enc = _encoders.get(desc.full_name)
     if enc is None:
         enc = _build_encoder(desc)
-        _encoders[desc.full_name] = enc
     return enc
 
 
-def _special_encoder(name: str) -> Callable[[Message], JSONValue] | None:
+def _json_loads(raw: bytes, what: str) -> JSONValue:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EncodeError(f"{what} does not hold JSON: {exc}") from None
+
+
+def _special_encoder(name: str) -> Encoder | None:
     if name in (QUANTITY, QUANTITY_VALUE):
-        return lambda m: m.string  # type: ignore[attr-defined]
+        return attrgetter("string")
     if name == INT_OR_STRING:
-        return lambda m: m.strVal if m.type == 1 else m.intVal  # type: ignore[attr-defined]
+        return lambda m: m.strVal if m.type == 1 else m.intVal
     if name == TIME:
-        return lambda m: format_time(m.seconds, m.nanos)  # type: ignore[attr-defined]
+        return lambda m: format_time(m.seconds)
     if name == MICRO_TIME:
-        return lambda m: format_time(m.seconds, m.nanos, micro=True)  # type: ignore[attr-defined]
+        return lambda m: format_time(m.seconds, m.nanos, micro=True)
     if name == DURATION:
-        return lambda m: format_duration(m.duration)  # type: ignore[attr-defined]
+        return lambda m: format_duration(m.duration)
     if name == FIELDS_V1:
-        return lambda m: json.loads(m.Raw) if m.Raw else {}  # type: ignore[attr-defined]
+        return lambda m: _json_loads(m.Raw, "fieldsV1") if m.Raw else {}
     if name in (RAW_EXTENSION, EXT_JSON):
-        return lambda m: json.loads(m.raw) if m.raw else None  # type: ignore[attr-defined]
+        return lambda m: _json_loads(m.raw, "raw extension") if m.raw else None
     if name in STRING_LISTS:
-        return lambda m: list(m.items)  # type: ignore[attr-defined]
+        return lambda m: list(m.items)
     if name == PROPS_OR_ARRAY:
         def props_or_array(m: Any) -> JSONValue:
             if len(m.jSONSchemas):
                 return [message_to_dict(s) for s in m.jSONSchemas]
-            return message_to_dict(m.schema)
+            return message_to_dict(m.schema) if m.HasField("schema") else None
         return props_or_array
     if name == PROPS_OR_BOOL:
         def props_or_bool(m: Any) -> JSONValue:
@@ -231,77 +309,142 @@ def _special_encoder(name: str) -> Callable[[Message], JSONValue] | None:
         return props_or_bool
     if name == PROPS_OR_STRINGS:
         def props_or_strings(m: Any) -> JSONValue:
-            return list(m.property) if len(m.property) else message_to_dict(m.schema)
+            if len(m.property):
+                return list(m.property)
+            return message_to_dict(m.schema) if m.HasField("schema") else None
         return props_or_strings
     return None
 
 
-def _is_zero_time(name: str, value: Any) -> bool:
-    return name in (TIME, MICRO_TIME) and value.seconds == 0 and value.nanos == 0
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
 
 
-def _value_encoder(fd: FieldDescriptor) -> Encoder:
-    if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        return _encoder(fd.message_type)
+def _number(value: float) -> float | int:
+    # Go prints a float64 without a fraction as an integer (minimum: 1, not 1.0).
+    if value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
+
+
+def _scalar_encoder(fd: FieldDescT) -> Encoder | None:
+    """None when the Python value is already its JSON value."""
     if fd.type == FieldDescriptor.TYPE_BYTES:
-        return lambda v: base64.b64encode(v).decode("ascii")
+        return _b64
     if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        return lambda v: int(v) if float(v).is_integer() and abs(v) < 2**53 else v
-    return lambda v: v
+        return _number
+    return None
 
 
-def _build_encoder(desc: DescriptorT) -> Callable[[Message], JSONValue]:
+def _is_map(fd: FieldDescT) -> bool:
+    return fd.message_type is not None and fd.message_type.GetOptions().map_entry
+
+
+# What the encoder loop does with one present field.
+_KEEP = 0          # out[name] = value
+_OMIT_ZERO = 1     # out[name] = value unless falsy (omitempty, not a pointer)
+_CONVERT = 2       # out[name] = fn(value)
+_CONVERT_OMIT = 3  # out[name] = fn(value) unless value is falsy
+_TIME = 4          # out[name] = fn(value) unless it is the zero time
+_INLINE = 5        # out.update(fn(value))
+
+
+def _build_encoder(desc: DescriptorT) -> Encoder:
     special = _special_encoder(desc.full_name)
     if special is not None:
+        _encoders[desc.full_name] = special
         return special
     facts = _json_facts(desc)
-    # Per field (by number): (json name, flags, encode, kind) where kind says
-    # how a present value is turned into JSON.
-    plan: dict[int, tuple[str, int, Encoder, str]] = {}
-    for fd in desc.fields:
-        json_name, flags = facts.get(fd.name, (fd.name, OMITEMPTY))
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            value_fd = fd.message_type.fields_by_name["value"]
-            value_enc = _value_encoder(value_fd)
-            kind = "map"
-            enc: Encoder = (lambda ve: lambda v: {k: ve(x) for k, x in v.items()})(value_enc)
-        elif fd.is_repeated:
-            item_enc = _value_encoder(fd)
-            kind = "list"
-            enc = (lambda ie: lambda v: [ie(x) for x in v])(item_enc)
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-            kind = "time" if fd.message_type.full_name in (TIME, MICRO_TIME) else "message"
-            enc = _lazy_message_encoder(fd.message_type)
-        else:
-            kind = "scalar"
-            enc = _value_encoder(fd)
-        plan[fd.number] = (json_name, flags, enc, kind)
+    # Keyed by the field descriptor itself: ListFields hands back the same objects.
+    plan: dict[Any, tuple[str, int, Any]] = {}
+    # Go writes a scalar without omitempty even when it is zero (`restartCount: 0`,
+    # `reportingComponent: ""`); such fields left unset here are written as zero too.
+    always: list[tuple[str, Any]] = []
 
     def encode(msg: Message) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {}
         for fd, value in msg.ListFields():
-            json_name, flags, enc, kind = plan[fd.number]
-            if kind == "scalar":
-                if not value and flags & OMITEMPTY and not flags & POINTER:
-                    continue
-            elif kind == "time" and value.seconds == 0 and value.nanos == 0:
-                continue
-            encoded = enc(value)
-            if flags & INLINE:
-                out.update(encoded)
+            name, action, fn = plan[fd]
+            if action == _KEEP:
+                out[name] = value
+            elif action == _CONVERT:
+                out[name] = fn(value)
+            elif action == _OMIT_ZERO:
+                if value:
+                    out[name] = value
+            elif action == _TIME:
+                if value.seconds or value.nanos:
+                    out[name] = fn(value)
+            elif action == _CONVERT_OMIT:
+                if value:
+                    out[name] = fn(value)
             else:
-                out[json_name] = encoded
+                out.update(fn(value))
+        if always:
+            for name, zero in always:
+                if name not in out:
+                    out[name] = zero
         return out
 
+    # Registered before the fields are planned: message types are recursive
+    # (JSONSchemaProps holds JSONSchemaProps).
+    _encoders[desc.full_name] = encode
+    for fd in desc.fields:
+        json_name, flags = facts.get(fd.name, (fd.name, OMITEMPTY))
+        omit_zero = bool(flags & OMITEMPTY) and not flags & POINTER
+        typed = TYPED_ITEMS.get((desc.full_name, fd.name))
+        if _is_map(fd):
+            plan[fd] = (json_name, _CONVERT, _map_encoder(fd))
+        elif fd.is_repeated:
+            plan[fd] = (json_name, _CONVERT, _list_encoder(fd, typed))
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            child = _encoder(fd.message_type)
+            if flags & INLINE:
+                plan[fd] = (json_name, _INLINE, child)
+            elif fd.message_type.full_name in (TIME, MICRO_TIME):
+                plan[fd] = (json_name, _TIME, child)
+            else:
+                plan[fd] = (json_name, _CONVERT, child)
+        else:
+            if not flags & (OMITEMPTY | POINTER | INLINE) and desc.full_name in FIELDS and (
+                fd.type != FieldDescriptor.TYPE_BYTES
+            ):
+                always.append((json_name, _number(fd.default_value)
+                               if isinstance(fd.default_value, float) else fd.default_value))
+            conv = _scalar_encoder(fd)
+            if conv is None:
+                plan[fd] = (json_name, _OMIT_ZERO if omit_zero else _KEEP, None)
+            else:
+                plan[fd] = (json_name, _CONVERT_OMIT if omit_zero else _CONVERT, conv)
     return encode
 
 
-def _lazy_message_encoder(desc: DescriptorT) -> Encoder:
-    # Message types are recursive (JSONSchemaProps); resolve on first use.
-    def enc(value: Message) -> JSONValue:
-        return _encoder(desc)(value)
+def _list_encoder(fd: FieldDescT, typed: tuple[str, str] | None) -> Encoder:
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        item = _encoder(fd.message_type)
+        if typed is not None:
+            api_version, kind = typed
+            return lambda v: [{"apiVersion": api_version, "kind": kind, **item(x)} for x in v]
+        return lambda v: [item(x) for x in v]
+    conv = _scalar_encoder(fd)
+    if conv is None:
+        return list
+    return lambda v: [conv(x) for x in v]
 
-    return enc
+
+def _map_encoder(fd: FieldDescT) -> Encoder:
+    # Go's encoding/json writes map keys sorted; so do we (stable output).
+    value_fd = fd.message_type.fields_by_name["value"]
+    if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
+        value_desc = value_fd.message_type
+        if value_desc.full_name == QUANTITY:
+            return lambda v: {k: v[k].string for k in sorted(v)}
+        item = _encoder(value_desc)
+        return lambda v: {k: item(v[k]) for k in sorted(v)}
+    conv = _scalar_encoder(value_fd)
+    if conv is None:
+        return lambda v: dict(sorted(v.items()))
+    return lambda v: {k: conv(v[k]) for k in sorted(v)}
 
 
 # ---------------------------------------------------------------------------
@@ -316,9 +459,11 @@ class _Ctx:
         self.unknown: list[FieldError] = []
 
 
-Decoder = Callable[[Message, Any, str, _Ctx], None]
-# Decoders for a message's JSON object: json key -> (route, set value).
-_decoders: dict[str, dict[str, tuple[tuple[str, ...], FieldDescriptor]]] = {}
+# Decodes a JSON value into a (sub)message: (msg, value, ctx, path).
+MessageDecoder = Callable[[Any, Any, _Ctx, str], None]
+# Sets one field of a message from a non-null JSON value: (msg, value, ctx, parent path, key).
+Setter = Callable[[Any, Any, _Ctx, str, str], None]
+_decoders: dict[str, MessageDecoder] = {}
 
 
 def dict_to_message(
@@ -333,9 +478,11 @@ def dict_to_message(
     msg = cls() if isinstance(cls, type) else cls
     ctx = _Ctx(strict)
     try:
-        _decode_into(msg, data, path, ctx)
+        _decoder(msg.DESCRIPTOR)(msg, data, ctx, path)
     except FieldError as exc:
         raise DecodeError([exc]) from None
+    except RecursionError:
+        raise DecodeError([FieldError(path, "document nested too deeply")]) from None
     if ctx.unknown:
         raise DecodeError(ctx.unknown, strict_prefix=True)
     return msg
@@ -345,8 +492,8 @@ def unknown_fields(cls: type[Message], data: Any) -> list[str]:
     """Paths of fields in ``data`` that ``cls`` does not have (for fieldValidation=Warn)."""
     ctx = _Ctx(True)
     try:
-        _decode_into(cls(), data, "", ctx)
-    except FieldError:
+        _decoder(cls.DESCRIPTOR)(cls(), data, ctx, "")
+    except (FieldError, RecursionError):
         return []
     return [e.path for e in ctx.unknown]
 
@@ -355,7 +502,7 @@ def _type_name(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "bool"
+        return "boolean"
     if isinstance(value, int | float):
         return "number"
     if isinstance(value, str):
@@ -375,87 +522,212 @@ def _wrong(path: str, value: Any, expected: str) -> FieldError:
     )
 
 
-def _decode_plan(desc: DescriptorT) -> dict[str, tuple[tuple[str, ...], FieldDescriptor]]:
-    plan = _decoders.get(desc.full_name)
-    if plan is not None:
-        return plan
-    plan = {}
-    facts = _json_facts(desc)
-    for fd in desc.fields:
-        json_name, flags = facts.get(fd.name, (fd.name, OMITEMPTY))
-        if flags & INLINE and fd.message_type is not None:
-            for key, (route, inner) in _decode_plan(fd.message_type).items():
-                plan[key] = ((fd.name, *route), inner)
-        else:
-            plan[json_name] = ((), fd)
-    _decoders[desc.full_name] = plan
-    return plan
-
-
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _decode_into(msg: Message, data: Any, path: str, ctx: _Ctx) -> None:
-    name = msg.DESCRIPTOR.full_name
-    if name in _SPECIAL_DECODERS:
-        _SPECIAL_DECODERS[name](msg, data, path, ctx)
-        return
-    if not isinstance(data, dict):
-        raise _wrong(path, data, "object")
-    msg.SetInParent()
-    plan = _decode_plan(msg.DESCRIPTOR)
-    for key, value in data.items():
-        entry = plan.get(key)
-        if entry is None:
-            if ctx.strict:
-                ctx.unknown.append(FieldError(_join(path, str(key)), "unknown field",
-                                              reason="FieldValueUnknown"))
-            continue
-        if value is None:
-            continue  # null means unset, as in Go
-        route, fd = entry
-        target = msg
-        for step in route:
-            target = getattr(target, step)
-        _decode_field(target, fd, value, _join(path, key), ctx)
+def _decoder(desc: DescriptorT) -> MessageDecoder:
+    dec = _decoders.get(desc.full_name)
+    if dec is None:
+        dec = _build_decoder(desc)
+    return dec
 
 
-def _decode_field(msg: Message, fd: FieldDescriptor, value: Any, path: str, ctx: _Ctx) -> None:
-    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-        if not isinstance(value, dict):
-            raise _wrong(path, value, "object")
-        container = getattr(msg, fd.name)
-        value_fd = fd.message_type.fields_by_name["value"]
-        for k, v in value.items():
-            item_path = f"{path}[{k}]"
-            if not isinstance(k, str):
-                raise _wrong(item_path, k, "string key")
-            if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
-                if v is None:
-                    container[k].SetInParent()
-                    continue
-                _decode_into(container[k], v, item_path, ctx)
-            else:
-                container[k] = _scalar(value_fd, v, item_path)
-        if not value:
-            msg.SetInParent()
-        return
-    if fd.is_repeated:
-        if not isinstance(value, list):
-            raise _wrong(path, value, "array")
-        container = getattr(msg, fd.name)
-        if fd.type == FieldDescriptor.TYPE_MESSAGE:
-            for i, item in enumerate(value):
-                _decode_into(container.add(), item if item is not None else {}, f"{path}[{i}]",
-                             ctx)
+def _build_decoder(desc: DescriptorT) -> MessageDecoder:
+    special = _SPECIAL_DECODERS.get(desc.full_name)
+    if special is not None:
+        _decoders[desc.full_name] = special
+        return special
+    plan: dict[str, Setter] = {}
+
+    def decode(msg: Any, data: Any, ctx: _Ctx, path: str) -> None:
+        if type(data) is not dict and not isinstance(data, dict):
+            raise _wrong(path, data, "object")
+        if not data:
+            msg.SetInParent()  # `status: {}` is kept; a set field marks presence anyway
+        for key, value in data.items():
+            setter = plan.get(key)
+            if setter is None:
+                if ctx.strict:
+                    ctx.unknown.append(FieldError(_join(path, str(key)), "unknown field",
+                                                  reason="FieldValueUnknown"))
+            elif value is not None:  # null means unset, as in Go
+                setter(msg, value, ctx, path, key)
+
+    _decoders[desc.full_name] = decode  # before planning: types are recursive
+    plan.update(_field_setters(desc))
+    if desc.full_name in TYPE_META:
+        for key in ("apiVersion", "kind"):
+            plan.setdefault(key, _type_meta_setter)
+    return decode
+
+
+def _type_meta_setter(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+    # Embedded objects may say what they are (volumeClaimTemplates); protobuf keeps none.
+    if not isinstance(value, str):
+        raise _wrong(_join(path, key), value, "string")
+
+
+def _field_setters(desc: DescriptorT) -> dict[str, Setter]:
+    facts = _json_facts(desc)
+    out: dict[str, Setter] = {}
+    for fd in desc.fields:
+        json_name, flags = facts.get(fd.name, (fd.name, OMITEMPTY))
+        if flags & INLINE and fd.message_type is not None:
+            for key, inner in _field_setters(fd.message_type).items():
+                out[key] = _inline_setter(fd.name, inner)
         else:
-            container.extend(_scalar(fd, item, f"{path}[{i}]") for i, item in enumerate(value))
-        return
+            out[json_name] = _setter(fd)
+    return out
+
+
+def _inline_setter(attr: str, inner: Setter) -> Setter:
+    def set_inline(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+        inner(getattr(msg, attr), value, ctx, path, key)
+
+    return set_inline
+
+
+def _setter(fd: FieldDescT) -> Setter:
+    attr = fd.name
+    if _is_map(fd):
+        return _map_setter(fd)
+    if fd.is_repeated:
+        return _list_setter(fd)
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        _decode_into(getattr(msg, fd.name), value, path, ctx)
-        return
-    setattr(msg, fd.name, _scalar(fd, value, path))
+        child = _decoder(fd.message_type)
+
+        def set_message(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+            child(getattr(msg, attr), value, ctx, f"{path}.{key}" if path else key)
+
+        return set_message
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        def set_string(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+            if type(value) is str:
+                try:
+                    setattr(msg, attr, value)
+                    return
+                except (TypeError, ValueError) as exc:
+                    raise FieldError(_join(path, key), f"invalid value: {exc}") from None
+            setattr(msg, attr, _to_str_at(value, path, key))
+
+        return set_string
+    convert = _scalar_converter(fd)
+
+    def set_scalar(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+        try:
+            setattr(msg, attr, convert(value))
+        except FieldError as exc:
+            raise FieldError(_join(path, key), exc.detail, reason=exc.reason) from None
+        except (TypeError, ValueError) as exc:  # e.g. a string protobuf cannot hold
+            raise FieldError(_join(path, key), f"invalid value: {exc}") from None
+
+    return set_scalar
+
+
+def _list_setter(fd: FieldDescT) -> Setter:
+    attr = fd.name
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        item_desc = fd.message_type
+        nullable = item_desc.full_name in _NULLABLE
+        item_decode = _decoder(item_desc)
+
+        def set_messages(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+            sub_path = f"{path}.{key}" if path else key
+            if not isinstance(value, list):
+                raise _wrong(sub_path, value, "array")
+            container = getattr(msg, attr)
+            for i, item in enumerate(value):
+                target = container.add()
+                if item is None:
+                    if nullable:
+                        continue
+                    item = {}
+                item_decode(target, item, ctx, f"{sub_path}[{i}]")
+
+        return set_messages
+    convert = _scalar_converter(fd)
+    zero = fd.default_value
+    is_str = fd.type == FieldDescriptor.TYPE_STRING
+
+    def set_scalars(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+        if not isinstance(value, list):
+            raise _wrong(_join(path, key), value, "array")
+        try:
+            if is_str and all(type(x) is str for x in value):
+                getattr(msg, attr).extend(value)
+                return
+            items = []
+            for i, x in enumerate(value):
+                try:
+                    items.append(zero if x is None else convert(x))
+                except FieldError as exc:
+                    raise FieldError(f"{_join(path, key)}[{i}]", exc.detail,
+                                     reason=exc.reason) from None
+            getattr(msg, attr).extend(items)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, FieldError):
+                raise
+            raise FieldError(_join(path, key), f"invalid value: {exc}") from None
+
+    return set_scalars
+
+
+def _map_setter(fd: FieldDescT) -> Setter:
+    attr = fd.name
+    value_fd = fd.message_type.fields_by_name["value"]
+    if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
+        value_desc = value_fd.message_type
+        is_quantity = value_desc.full_name == QUANTITY
+        item_decode = _decoder(value_desc)
+
+        def set_message_map(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+            sub_path = f"{path}.{key}" if path else key
+            if not isinstance(value, dict):
+                raise _wrong(sub_path, value, "object")
+            msg.SetInParent()
+            container = getattr(msg, attr)
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise _wrong(f"{sub_path}[{k}]", k, "string key")
+                try:
+                    target = container[k]
+                except (TypeError, ValueError) as exc:
+                    raise FieldError(f"{sub_path}[{k!r}]", f"invalid key: {exc}") from None
+                if v is None:
+                    if is_quantity:
+                        target.string = "0"
+                    continue
+                item_decode(target, v, ctx, f"{sub_path}[{k}]")
+
+        return set_message_map
+    convert = _scalar_converter(value_fd)
+    zero = value_fd.default_value
+    is_str = value_fd.type == FieldDescriptor.TYPE_STRING
+
+    def set_scalar_map(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
+        if not isinstance(value, dict):
+            raise _wrong(_join(path, key), value, "object")
+        msg.SetInParent()
+        container = getattr(msg, attr)
+        try:
+            if is_str and all(type(k) is str and type(v) is str for k, v in value.items()):
+                container.update(value)
+                return
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise _wrong(f"{_join(path, key)}[{k}]", k, "string key")
+                try:
+                    container[k] = zero if v is None else convert(v)
+                except FieldError as exc:
+                    raise FieldError(f"{_join(path, key)}[{k}]", exc.detail,
+                                     reason=exc.reason) from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, FieldError):
+                raise
+            raise FieldError(_join(path, key), f"invalid value: {exc}") from None
+
+    return set_scalar_map
 
 
 _INT_RANGES = {
@@ -471,61 +743,103 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1, "int64"),
 }
 
+# Scalar converters raise FieldError with an empty path; setters add the path.
 
-def _scalar(fd: FieldDescriptor, value: Any, path: str) -> Any:
+
+def _bad(value: Any, expected: str) -> FieldError:
+    return _wrong("", value, expected)
+
+
+def _to_str_at(value: Any, path: str, key: str) -> str:
+    if isinstance(value, str):  # a str subclass
+        return str(value)
+    raise _wrong(_join(path, key), value, "string")
+
+
+def _to_str(value: Any) -> str:
+    if type(value) is str or isinstance(value, str):
+        return value
+    raise _bad(value, "string")
+
+
+def _to_bool(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    raise _bad(value, "boolean")
+
+
+def _int_converter(low: int, high: int, label: str) -> Callable[[Any], int]:
+    def to_int(value: Any) -> int:
+        if type(value) is not int:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _bad(value, f"integer ({label})")
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise FieldError("", f"expected integer ({label}), got {value!r}",
+                                     reason="FieldValueTypeInvalid")
+                value = int(value)
+        if not low <= value <= high:
+            raise FieldError("", f"{value} is out of range for {label}",
+                             reason="FieldValueTypeInvalid")
+        return int(value)
+
+    return to_int
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(value, "number")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise FieldError("", "expected a finite number", reason="FieldValueTypeInvalid")
+    try:
+        return float(value)
+    except OverflowError:
+        raise FieldError("", f"{value} is out of range for a double",
+                         reason="FieldValueTypeInvalid") from None
+
+
+def _to_bytes(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise _bad(value, "base64 string")
+    # Go's base64 decoder skips line breaks (wrapped `base64` output works).
+    if "\n" in value or "\r" in value:
+        value = value.replace("\r", "").replace("\n", "")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise FieldError("", "illegal base64 data", reason="FieldValueTypeInvalid") from None
+
+
+def _scalar_converter(fd: FieldDescT) -> Callable[[Any], Any]:
     t = fd.type
     if t == FieldDescriptor.TYPE_STRING:
-        if not isinstance(value, str):
-            raise _wrong(path, value, "string")
-        return value
+        return _to_str
     if t == FieldDescriptor.TYPE_BOOL:
-        if not isinstance(value, bool):
-            raise _wrong(path, value, "boolean")
-        return value
+        return _to_bool
     if t in _INT_RANGES:
-        low, high, label = _INT_RANGES[t]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _wrong(path, value, f"integer ({label})")
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise FieldError(path, f"expected integer ({label}), got {value!r}",
-                                 reason="FieldValueTypeInvalid")
-            value = int(value)
-        if not low <= value <= high:
-            raise FieldError(path, f"{value} is out of range for {label}",
-                             reason="FieldValueTypeInvalid")
-        return value
+        return _int_converter(*_INT_RANGES[t])
     if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _wrong(path, value, "number")
-        if math.isnan(value) or math.isinf(value):
-            raise FieldError(path, "expected a finite number", reason="FieldValueTypeInvalid")
-        return float(value)
+        return _to_float
     if t == FieldDescriptor.TYPE_BYTES:
-        if not isinstance(value, str):
-            raise _wrong(path, value, "base64 string")
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise FieldError(path, "illegal base64 data", reason="FieldValueTypeInvalid") from None
-    if t == FieldDescriptor.TYPE_ENUM:  # Kubernetes types have no enums; be safe
-        return value
-    raise FieldError(path, f"unsupported field type {t}")
+        return _to_bytes
+    raise TypeError(f"{fd.full_name}: unsupported field type {t}")  # Kubernetes has no enums
 
 
 # Special decoders ----------------------------------------------------------
 
 
-def _dec_quantity(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_quantity(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _wrong(path, value, "quantity (string or number)")
     try:
         msg.string = canonical(value)
     except QuantityError as exc:
         raise FieldError(path, str(exc)) from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise FieldError(path, f"invalid quantity: {exc}") from None
 
 
-def _dec_int_or_string(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_int_or_string(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _wrong(path, value, "integer or string")
     # Go always writes all three fields; set them all for the same encoding.
@@ -535,21 +849,28 @@ def _dec_int_or_string(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
                              reason="FieldValueTypeInvalid")
         msg.type, msg.intVal, msg.strVal = 0, value, ""
     else:
-        msg.type, msg.intVal, msg.strVal = 1, 0, value
+        try:
+            msg.type, msg.intVal, msg.strVal = 1, 0, value
+        except (TypeError, ValueError) as exc:
+            raise FieldError(path, f"invalid value: {exc}") from None
 
 
-def _dec_time(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_time(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if not isinstance(value, str):
         raise _wrong(path, value, "RFC 3339 time string")
     try:
         seconds, nanos = parse_time(value)
     except ValueError as exc:
         raise FieldError(path, str(exc), reason="FieldValueTypeInvalid") from None
+    if not -62135596800 <= seconds <= 253402300799:
+        raise FieldError(path, f"parsing time {value!r}: year outside of range [1,9999]",
+                         reason="FieldValueTypeInvalid")
     msg.seconds = seconds
+    # Time keeps seconds (as Kubernetes' protobuf form does); MicroTime microseconds.
     msg.nanos = 0 if msg.DESCRIPTOR.full_name == TIME else nanos - nanos % 1000
 
 
-def _dec_duration(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_duration(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if not isinstance(value, str):
         raise _wrong(path, value, "duration string")
     try:
@@ -558,66 +879,76 @@ def _dec_duration(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
         raise FieldError(path, str(exc), reason="FieldValueTypeInvalid") from None
 
 
-def _raw_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def _raw_json(value: Any, path: str) -> bytes:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise FieldError(path, f"not representable as JSON: {exc}") from None
 
 
-def _dec_fields_v1(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_fields_v1(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if not isinstance(value, dict):
         raise _wrong(path, value, "object")
-    msg.Raw = _raw_json(value)
+    msg.Raw = _raw_json(value, path)
 
 
-def _dec_raw(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
-    msg.raw = _raw_json(value)
+def _dec_raw(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
+    msg.raw = _raw_json(value, path)
 
 
-def _dec_string_list(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_string_list(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if not isinstance(value, list):
         raise _wrong(path, value, "array of strings")
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise _wrong(f"{path}[{i}]", item, "string")
     msg.SetInParent()
-    msg.items.extend(value)
+    try:
+        msg.items.extend(value)
+    except (TypeError, ValueError) as exc:
+        raise FieldError(path, f"invalid value: {exc}") from None
 
 
-def _dec_props_or_array(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_props_or_array(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if isinstance(value, list):
+        schema_decode = _decoder(msg.DESCRIPTOR.fields_by_name["schema"].message_type)
         for i, item in enumerate(value):
-            _decode_into(msg.jSONSchemas.add(), item, f"{path}[{i}]", ctx)
+            schema_decode(msg.jSONSchemas.add(), item, ctx, f"{path}[{i}]")
         msg.SetInParent()
+    elif isinstance(value, dict):
+        _decoder(msg.schema.DESCRIPTOR)(msg.schema, value, ctx, path)
     else:
-        _decode_into(msg.schema, value, path, ctx)
+        raise _wrong(path, value, "object or array")
 
 
-def _dec_props_or_bool(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
+def _dec_props_or_bool(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
     if isinstance(value, bool):
         msg.allows = value
-    else:
+    elif isinstance(value, dict):
         msg.allows = True
-        _decode_into(msg.schema, value, path, ctx)
-
-
-def _dec_props_or_strings(msg: Any, value: Any, path: str, ctx: _Ctx) -> None:
-    if isinstance(value, list):
-        _dec_string_list(_PropertyView(msg), value, path, ctx)
+        _decoder(msg.schema.DESCRIPTOR)(msg.schema, value, ctx, path)
     else:
-        _decode_into(msg.schema, value, path, ctx)
+        raise _wrong(path, value, "boolean or object")
 
 
-class _PropertyView:
-    """Lets the string-list decoder fill JSONSchemaPropsOrStringArray.property."""
+def _dec_props_or_strings(msg: Any, value: Any, ctx: _Ctx, path: str) -> None:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise _wrong(f"{path}[{i}]", item, "string")
+        msg.SetInParent()
+        try:
+            msg.property.extend(value)
+        except (TypeError, ValueError) as exc:
+            raise FieldError(path, f"invalid value: {exc}") from None
+    elif isinstance(value, dict):
+        _decoder(msg.schema.DESCRIPTOR)(msg.schema, value, ctx, path)
+    else:
+        raise _wrong(path, value, "object or array of strings")
 
-    def __init__(self, msg: Any) -> None:
-        self.items = msg.property
-        self._msg = msg
 
-    def SetInParent(self) -> None:
-        self._msg.SetInParent()
-
-
-_SPECIAL_DECODERS: dict[str, Decoder] = {
+_SPECIAL_DECODERS: dict[str, MessageDecoder] = {
     QUANTITY: _dec_quantity,
     QUANTITY_VALUE: _dec_quantity,
     INT_OR_STRING: _dec_int_or_string,

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
+from yaml.nodes import MappingNode
 
 from pilothouse.api.codec import DecodeError, FieldError, dict_to_message, message_to_dict
 from pilothouse.api.kinds import Kind, KindRegistry
@@ -64,7 +65,10 @@ def decode_protobuf_envelope(data: bytes) -> runtime_pb2.Unknown:
 
 def decode_protobuf(kind: Kind, data: bytes) -> Message:
     envelope = decode_protobuf_envelope(data)
-    if envelope.typeMeta.kind and envelope.typeMeta.kind != kind.kind:
+    meta = envelope.typeMeta
+    if (meta.kind and meta.kind != kind.kind) or (
+        meta.apiVersion and meta.apiVersion != kind.api_version
+    ):
         raise SerializationError(
             f"expected {kind.kind}, got {envelope.typeMeta.apiVersion}/{envelope.typeMeta.kind}"
         )
@@ -139,22 +143,82 @@ def dumps(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _ManifestLoader(_BaseLoader):
+    """YAML as Kubernetes reads it (sigs.k8s.io/yaml turns YAML into JSON first).
+
+    - timestamps stay strings (``2024-01-01T00:00:00Z`` is a string in JSON);
+    - mapping keys become strings (``1: a`` has the key ``"1"``);
+    - a key given twice is an error, as in Kubernetes' strict decoding.
+    """
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int | float):
+        return json.dumps(key)
+    raise yaml.constructor.ConstructorError(None, None, f"unsupported mapping key {key!r}")
+
+
+def _construct_mapping(loader: Any, node: MappingNode) -> dict[str, Any]:
+    loader.flatten_mapping(node)
+    out: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = _json_key(loader.construct_object(key_node, deep=True))
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f'duplicate field "{key}"', key_node.start_mark)
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_ManifestLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
 def load_documents(text: str | bytes) -> Iterator[Any]:
     """The documents of a YAML (or JSON) stream; empty documents are skipped."""
     try:
-        for doc in yaml.safe_load_all(text):
+        for doc in yaml.load_all(text, Loader=_ManifestLoader):  # a SafeLoader subclass
             if doc is not None:
                 yield doc
     except yaml.YAMLError as exc:
         raise SerializationError(f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise SerializationError("invalid YAML: nested too deeply") from None
 
 
 def load_manifest(registry: KindRegistry, text: str | bytes) -> list[tuple[Kind, Message]]:
-    """Decode every document of a manifest into (kind, object), strictly.
+    """Decode every document of a manifest of built-in kinds into (kind, object), strictly.
 
     Errors name the document (its index, kind and name) and the field path.
+    A custom resource is an error here; ``load_objects`` accepts them too.
     """
     out: list[tuple[Kind, Message]] = []
+    for kind, obj in load_objects(registry, text):
+        if not isinstance(obj, Message):
+            raise SerializationError(f"{kind.kind} is a custom resource: use load_objects")
+        out.append((kind, obj))
+    return out
+
+
+def load_objects(registry: KindRegistry, text: str | bytes) -> list[tuple[Kind, Object]]:
+    """Like ``load_manifest``, but custom resources come back as their JSON dicts
+    (not yet validated against their CRD's schema: that is the registry's job)."""
+    out: list[tuple[Kind, Object]] = []
     for index, doc in enumerate(load_documents(text)):
         if not isinstance(doc, dict):
             raise SerializationError(f"document {index}: expected an object")
@@ -166,7 +230,14 @@ def load_manifest(registry: KindRegistry, text: str | bytes) -> list[tuple[Kind,
             raise SerializationError(
                 f'document {index}: no matches for kind "{kind_name}" in version "{api_version}"'
             )
-        name = (doc.get("metadata") or {}).get("name", "")
+        metadata = doc.get("metadata")
+        name = metadata.get("name", "") if isinstance(metadata, dict) else ""
+        if kind.message is None:
+            if metadata is not None and not isinstance(metadata, dict):
+                raise SerializationError(
+                    f"document {index} ({kind_name}): metadata: expected object")
+            out.append((kind, doc))
+            continue
         try:
             out.append((kind, object_from_dict(kind, doc)))
         except DecodeError as exc:
