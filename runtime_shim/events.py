@@ -42,9 +42,15 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    async def subscribe(self) -> AsyncIterator[cri.ContainerEventResponse]:
+    def subscribe(self) -> AsyncIterator[cri.ContainerEventResponse]:
+        """Events from this call on (the subscription starts now, not at first iteration)."""
         queue: asyncio.Queue[cri.ContainerEventResponse | None] = asyncio.Queue(self.queue_size)
         self._subscribers.add(queue)
+        return self._drain(queue)
+
+    async def _drain(
+        self, queue: asyncio.Queue[cri.ContainerEventResponse | None]
+    ) -> AsyncIterator[cri.ContainerEventResponse]:
         try:
             while (event := await queue.get()) is not _END:
                 assert event is not None

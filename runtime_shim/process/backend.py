@@ -515,6 +515,7 @@ class ProcessBackend:
                 c.cgroup = cg.dirs
                 self.cgroups.apply(cg, config.linux.resources)
                 spec["cgroup_procs"] = cg.procs_files()
+                spec["cgroup_dirs"] = cg.dirs
                 spec["oom_events"] = self.cgroups.oom_events_file(cg)
             elif _wants_limits(config.linux.resources):
                 raise Unimplemented("resource limits need writable cgroups, which this "
@@ -626,21 +627,20 @@ class ProcessBackend:
         if c.id in self._watched:
             return
         event = self._exited.setdefault(c.id, asyncio.Event())
+        loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(rt.supervisor_pid)
-        except ProcessLookupError:
-            event.set()
-            return
-        if not _alive(rt.supervisor_pid, rt.supervisor_start):
+        except (ProcessLookupError, ValueError):
+            pidfd = -1
+        # the pidfd is ours only if the pid was not reused before we opened it
+        if pidfd >= 0 and not _alive(rt.supervisor_pid, rt.supervisor_start):
             os.close(pidfd)
-            event.set()
-            return
-        loop = asyncio.get_running_loop()
-        self._watched[c.id] = pidfd
+            pidfd = -1
 
         def exited() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
+            if pidfd >= 0:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
             self._watched.pop(c.id, None)
             if self._runtime(c).state == cri.CONTAINER_UNKNOWN:
                 self._reap_lost(c, rt)
@@ -648,6 +648,10 @@ class ProcessBackend:
             if c.id in self.containers:
                 self.events.publish(self._event(c, cri.CONTAINER_STOPPED_EVENT))
 
+        if pidfd < 0:  # already gone (a very short-lived container)
+            exited()
+            return
+        self._watched[c.id] = pidfd
         loop.add_reader(pidfd, exited)
 
     async def start_container(self, req: cri.StartContainerRequest) -> cri.StartContainerResponse:
@@ -664,8 +668,8 @@ class ProcessBackend:
             rt = self._runtime(c)
             if rt.state == cri.CONTAINER_EXITED and rt.reason == "StartError":
                 raise RuntimeFailure(f"failed to start container {c.id}: {rt.message}")
+            self.events.publish(self._event(c, cri.CONTAINER_STARTED_EVENT))
             self._watch(c, rt)
-        self.events.publish(self._event(c, cri.CONTAINER_STARTED_EVENT))
         return cri.StartContainerResponse()
 
     async def _launch(self, c: Container) -> None:
@@ -712,6 +716,10 @@ class ProcessBackend:
         if rt.state != cri.CONTAINER_RUNNING:
             if rt.state == cri.CONTAINER_UNKNOWN:
                 self._reap_lost(c, rt)
+            elif c.id in self._watched:
+                # exited, and its supervisor is finishing: let it go (and the event out)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._exited[c.id].wait(), KILL_WAIT)
             return
         self._watch(c, rt)
         event = self._exited[c.id]

@@ -75,6 +75,27 @@ def _mount_dev(root: str) -> None:
     os.makedirs(os.path.join(dev, "mqueue"))
 
 
+def _mount_cgroups(root: str, dirs: dict[str, str]) -> None:
+    """The container's own cgroups, read-only, where runc puts them (/sys/fs/cgroup)."""
+    if not dirs:
+        return
+    base = os.path.join(root, "sys", "fs", "cgroup")
+    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+    if "" in dirs:  # cgroup v2: one hierarchy
+        linux.mount(dirs[""], base, None, linux.MS_BIND)
+        linux.mount(None, base, None, flags)
+        return
+    linux.mount("tmpfs", base, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                "mode=755")
+    for controller, directory in dirs.items():
+        target = os.path.join(base, controller)
+        os.makedirs(target, exist_ok=True)
+        linux.mount(directory, target, None, linux.MS_BIND)
+        linux.mount(None, target, None, flags)
+    linux.mount(None, base, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID
+                | linux.MS_NODEV | linux.MS_NOEXEC)
+
+
 def _bind(source: str, root: str, target: str, readonly: bool) -> None:
     dest = linux.resolve_in_root(root, target)
     if os.path.isdir(source):
@@ -108,6 +129,7 @@ def _enter_rootfs(spec: dict[str, Any]) -> None:
     except OSError:  # host network: sysfs of the host's netns, read-only bind
         linux.mount("/sys", sys_dir, None, linux.MS_BIND | linux.MS_REC)
         linux.mount(None, sys_dir, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+    _mount_cgroups(root, spec.get("cgroup_dirs") or {})
     _mount_dev(root)
     for m in spec.get("mounts", []):
         _bind(m["source"], root, m["target"], m.get("readonly", False))
@@ -213,8 +235,9 @@ def supervise(directory: str, ready_fd: int) -> int:
     for ignored in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(ignored, signal.SIG_IGN)
     log = LogWriter(spec.get("log_path", ""))
-    reopen_requested = [False]
-    signal.signal(signal.SIGUSR1, lambda *_: reopen_requested.__setitem__(0, True))
+    # ReopenContainerLog: Python runs the handler between bytecodes of the main loop, so
+    # the file is never swapped in the middle of a write (select() is retried after it).
+    signal.signal(signal.SIGUSR1, lambda *_: log.reopen())
     oom_before = _oom_count(spec)
     ns = spec.get("namespaces", {})
     if ns.get("pid") == "new":
@@ -267,9 +290,6 @@ def supervise(directory: str, ready_fd: int) -> int:
             ready = sel.select(timeout=None)
         except InterruptedError:
             ready = []
-        if reopen_requested[0]:
-            reopen_requested[0] = False
-            log.reopen()
         for key, _ in ready:
             if key.fd == pidfd:
                 exited = True

@@ -1,0 +1,263 @@
+"""Fixtures for the CRI conformance suite: a real shim on a unix socket, per backend.
+
+Every fixture cleans up what it made — sandboxes through the CRI, then, as a
+safety net, supervisors and pid holders found in the root's state files,
+network namespaces, the test's own bridge and cgroups — so a failing test
+leaves nothing running on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from pilothouse.runtime_shim.images import oci
+from pilothouse.runtime_shim.images.store import ImageStore
+from pilothouse.runtime_shim.process.backend import ProcessBackend
+from pilothouse.runtime_shim.server import start_server
+
+BUSYBOX = oci.BUSYBOX_TAG
+
+
+@pytest.fixture(scope="session")
+def image_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("images")
+    busybox, pause = out / "busybox.tar", out / "pause.tar"
+    oci.write_oci_layout(busybox, [oci.build_busybox()])
+    oci.write_oci_layout(pause, [oci.build_pause()])
+    return {"busybox": busybox, "pause": pause}
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short path for unix sockets (108-byte limit) and log files."""
+    path = Path(tempfile.mkdtemp(prefix="ph-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _proc_start(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def kill_leftovers(root: Path) -> None:
+    """Kill supervisors, containers and pid holders recorded under ``root``."""
+    for state in root.glob("containers/*/state.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            doc = json.loads(state.read_text())
+            for pid, start in ((doc["pid"], doc["pid_start_time"]),
+                               (doc["supervisor_pid"], doc["supervisor_start_time"])):
+                if _proc_start(pid) == start:
+                    os.kill(pid, signal.SIGKILL)
+    for sandbox in root.glob("sandboxes/*/sandbox.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            doc = json.loads(sandbox.read_text())
+            if doc.get("pid_holder") and _proc_start(doc["pid_holder"]) == doc[
+                    "pid_holder_start"]:
+                os.kill(doc["pid_holder"], signal.SIGKILL)
+            if doc.get("netns"):
+                subprocess.run(["ip", "netns", "del", doc["netns"]], capture_output=True,
+                               check=False)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mountpoint = line.split()[4]
+        if mountpoint.startswith(str(root) + "/"):
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
+
+
+@dataclass
+class Shim:
+    """A running shim and CRI clients connected to it."""
+
+    backend_name: str
+    root: Path
+    socket: str
+    log_dir: Path
+    pod_cidr: str
+    start_fn: Callable[[Shim], Awaitable[None]]
+    stop_fn: Callable[[Shim], Awaitable[None]]
+    runtime: cri_grpc.RuntimeServiceStub = field(init=False)
+    images: cri_grpc.ImageServiceStub = field(init=False)
+    channel: grpc.aio.Channel | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    async def connect(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.socket)
+        self.runtime = cri_grpc.RuntimeServiceStub(self.channel)
+        self.images = cri_grpc.ImageServiceStub(self.channel)
+
+    async def restart(self) -> None:
+        """Stop the shim process/server (containers keep running) and start a new one."""
+        await self.stop_fn(self)
+        await self.start_fn(self)
+
+    # -- helpers used by the tests ---------------------------------------------------
+    def sandbox_config(self, name: str, **kw: Any) -> cri.PodSandboxConfig:
+        config = cri.PodSandboxConfig(
+            metadata=cri.PodSandboxMetadata(name=name, namespace="default",
+                                            uid=f"uid-{name}-{secrets.token_hex(3)}"),
+            hostname=kw.pop("hostname", name), log_directory=str(self.log_dir / name),
+            labels=kw.pop("labels", {"app": name}))
+        opts = config.linux.security_context.namespace_options
+        opts.pid = cri.CONTAINER
+        if kw.pop("host_network", False):
+            opts.network = cri.NODE
+            config.hostname = ""
+        assert not kw, kw
+        return config
+
+    async def run_sandbox(self, name: str, **kw: Any) -> tuple[str, cri.PodSandboxConfig]:
+        config = self.sandbox_config(name, **kw)
+        resp = await self.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config))
+        return resp.pod_sandbox_id, config
+
+    async def create(self, sandbox: tuple[str, cri.PodSandboxConfig], name: str,
+                     command: list[str] | None = None, **kw: Any) -> str:
+        sid, sconfig = sandbox
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=BUSYBOX),
+            command=command or [], args=kw.pop("args", []), log_path=f"{name}.log",
+            envs=[cri.KeyValue(key=k, value=v) for k, v in kw.pop("env", {}).items()],
+            working_dir=kw.pop("working_dir", ""), mounts=kw.pop("mounts", []))
+        config.linux.security_context.namespace_options.pid = cri.CONTAINER
+        if "memory" in kw:
+            config.linux.resources.memory_limit_in_bytes = kw.pop("memory")
+        if "cpu_quota" in kw:
+            config.linux.resources.cpu_quota = kw.pop("cpu_quota")
+            config.linux.resources.cpu_period = 100000
+        if "uid" in kw:
+            config.linux.security_context.run_as_user.value = kw.pop("uid")
+        if "image" in kw:
+            config.image.image = kw.pop("image")
+        assert not kw, kw
+        resp = await self.runtime.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=sid, config=config, sandbox_config=sconfig))
+        return resp.container_id
+
+    async def run(self, sandbox: tuple[str, cri.PodSandboxConfig], name: str,
+                  command: list[str] | None = None, **kw: Any) -> str:
+        cid = await self.create(sandbox, name, command, **kw)
+        await self.runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+        return cid
+
+    async def status(self, cid: str) -> cri.ContainerStatus:
+        resp = await self.runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=cid))
+        return resp.status
+
+    async def wait_exited(self, cid: str, within: float = 20.0) -> cri.ContainerStatus:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            status = await self.status(cid)
+            if status.state == cri.CONTAINER_EXITED:
+                return status
+            assert loop.time() < deadline, f"container still {status.state} after {within}s"
+            await asyncio.sleep(0.02)
+
+    async def exec(self, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
+        return await self.runtime.ExecSync(
+            cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
+
+    async def cleanup(self) -> None:
+        if self.channel is None:
+            return
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            listed = await self.runtime.ListPodSandbox(cri.ListPodSandboxRequest())
+            for sb in listed.items:
+                await self.runtime.RemovePodSandbox(
+                    cri.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await condition():
+        assert loop.time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
+
+
+def _free_cidr() -> str:
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True,
+                          check=False).stdout
+    while True:
+        cidr = f"10.{secrets.randbelow(150) + 100}.{secrets.randbelow(256)}.0/24"
+        net = ipaddress.IPv4Network(cidr)
+        if str(net.network_address)[:-1] not in used:
+            return cidr
+
+
+async def _start_process(shim: Shim) -> None:
+    backend = ProcessBackend(root=shim.root, bridge=shim.state["bridge"], pod_cidr=shim.pod_cidr,
+                             cgroup_parent=shim.state["cgroup_parent"])
+    shim.state["backend"] = backend
+    shim.state["server"] = await start_server(backend, shim.socket)
+    await shim.connect()
+
+
+async def _stop_process(shim: Shim) -> None:
+    if shim.channel is not None:
+        await shim.channel.close()
+    server = shim.state.pop("server", None)
+    if server is not None:
+        await server.stop(None)
+    backend = shim.state.pop("backend", None)
+    if backend is not None:
+        await backend.close()
+
+
+@pytest.fixture
+async def process_shim(tmp_path: Path, short_dir: Path,
+                       image_archives: dict[str, Path]) -> AsyncIterator[Shim]:
+    root = tmp_path / "root"
+    ImageStore(root / "images").import_archive(image_archives["busybox"])
+    tag = secrets.token_hex(3)
+    shim = Shim("process", root, f"unix://{short_dir}/cri.sock", short_dir / "logs",
+                _free_cidr(), _start_process, _stop_process,
+                state={"bridge": f"pht{tag}", "cgroup_parent": f"/pilothouse-test-{tag}"})
+    await _start_process(shim)
+    try:
+        yield shim
+    finally:
+        await shim.cleanup()
+        await _stop_process(shim)
+        kill_leftovers(root)
+        subprocess.run(["ip", "link", "del", shim.state["bridge"]], capture_output=True,
+                       check=False)
+        _remove_cgroups(shim.state["cgroup_parent"])
+
+
+def _remove_cgroups(parent: str) -> None:
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / parent.lstrip("/")
+        if top.is_dir():
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(
+                    p.parts)):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
+@pytest.fixture(params=["process"])
+def shim(request: pytest.FixtureRequest) -> Shim:
+    fixture: Shim = request.getfixturevalue(f"{request.param}_shim")
+    return fixture
