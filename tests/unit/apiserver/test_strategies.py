@@ -877,3 +877,324 @@ def test_cronjob_time_zone_and_name_length() -> None:
     _, causes = create("cronjobs.batch", data)
     assert [(c.field, c.message.split(": ")[-1]) for c in causes] == [
         ("metadata.name", "must be no more than 52 characters")]
+
+
+# -- namespaces, nodes, configmaps, secrets, events ---------------------------------------------
+
+def test_namespace_create_and_update() -> None:
+    obj, causes = create("namespaces", {"metadata": {"name": "team-a"}})
+    assert causes == []
+    d = as_dict(obj)
+    assert d["metadata"]["labels"] == {"kubernetes.io/metadata.name": "team-a"}
+    assert d["spec"] == {"finalizers": ["kubernetes"]}
+    assert d["status"] == {"phase": "Active"}
+
+    def edit(data: dict[str, Any]) -> None:
+        data["spec"]["finalizers"] = []
+        data["status"]["phase"] = "Terminating"
+        data["metadata"]["labels"] = {"kubernetes.io/metadata.name": "other", "team": "a"}
+
+    new, causes = update("namespaces", obj, edit)
+    assert causes == []
+    assert list(new.spec.finalizers) == ["kubernetes"]  # only through /finalize
+    assert new.status.phase == "Active"
+    assert dict(new.metadata.labels) == {"kubernetes.io/metadata.name": "team-a", "team": "a"}
+    assert strategy("namespaces").field_set(new) == {"metadata.name": "team-a",
+                                                     "status.phase": "Active"}
+
+
+def test_namespace_finalize_and_names() -> None:
+    s = strategy("namespaces")
+    obj, _ = create("namespaces", {"metadata": {"name": "team-a"}})
+    new = type(obj)()
+    new.CopyFrom(obj)
+    del new.spec.finalizers[:]
+    new.metadata.labels["sneaky"] = "x"
+    s.prepare_for_finalize(new, obj, make_ctx())  # type: ignore[attr-defined]
+    assert list(new.spec.finalizers) == [] and "sneaky" not in new.metadata.labels
+    assert s.name_validator("a.b", False) != []  # type: ignore[attr-defined]
+    _, causes = create("namespaces", {"metadata": {"name": "x"},
+                                      "spec": {"finalizers": ["custom"]}})
+    assert [(c.field, c.message) for c in causes] == [
+        ("spec.finalizers[0]", 'Invalid value: "custom": name is neither a standard finalizer '
+                               "name nor is it fully qualified")]
+
+
+def test_node_taints_and_field_set() -> None:
+    obj, causes = create("nodes", {"metadata": {"name": "n1"}, "spec": {
+        "unschedulable": True, "taints": [{"key": "k", "effect": "NoSchedule"}]},
+        "status": {"capacity": {"cpu": "2"}}})
+    assert causes == []
+    assert as_dict(obj)["status"] == {"capacity": {"cpu": "2"}}  # the kubelet's own report
+    assert strategy("nodes").field_set(obj) == {"metadata.name": "n1",
+                                                "spec.unschedulable": "true"}
+    _, causes = create("nodes", {"metadata": {"name": "n1"}, "spec": {"taints": [
+        {"key": "k", "effect": "Sometimes"}, {"key": "k", "effect": "NoSchedule"},
+        {"key": "k", "effect": "NoSchedule"}]}})
+    assert fields(causes) == ["spec.taints[0].effect", "spec.taints[2]"]
+    assert causes[1].message.endswith("taints must be unique by key and effect pair")
+
+
+def test_node_pod_cidr_is_set_once() -> None:
+    old, _ = create("nodes", {"metadata": {"name": "n1"}, "spec": {"podCIDRs": ["10.244.0.0/24"]}})
+    _, causes = update("nodes", old, lambda d: d["spec"].update(podCIDRs=["10.244.1.0/24"]))
+    assert fields(causes) == ["spec.podCIDRs"]
+
+
+def test_configmap_keys_size_and_immutable() -> None:
+    _, causes = create("configmaps", {"metadata": {"name": "c", "namespace": "d"},
+                                      "data": {"ok.key": "v", "bad key": "v"},
+                                      "binaryData": {"ok.key": "dg=="}})
+    assert fields(causes) == ["data[bad key]", "binaryData[ok.key]"]
+    _, causes = create("configmaps", {"metadata": {"name": "c", "namespace": "d"},
+                                      "data": {"big": "x" * (1024 * 1024)}})
+    assert [(c.reason, c.message) for c in causes] == [
+        ("FieldValueTooLong", "Too long: may not be more than 1048576 bytes")]
+    old, _ = create("configmaps", {"metadata": {"name": "c", "namespace": "d"},
+                                   "data": {"a": "1"}, "immutable": True})
+    _, causes = update("configmaps", old, lambda d: d["data"].update(a="2"))
+    assert [(c.field, c.message) for c in causes] == [
+        ("data", "Forbidden: field is immutable when `immutable` is set")]
+    _, causes = update("configmaps", old, lambda d: d.update(immutable=False))
+    assert fields(causes) == ["immutable"]
+    _, causes = update("configmaps", old, lambda d: d["metadata"].update(labels={"a": "b"}))
+    assert causes == []
+
+
+def test_secret_string_data_and_type() -> None:
+    obj, causes = create("secrets", {"metadata": {"name": "s", "namespace": "d"},
+                                     "data": {"a": "b2xk", "b": "Yg=="},
+                                     "stringData": {"a": "new"}})
+    assert causes == []
+    d = as_dict(obj)
+    assert d["type"] == "Opaque"
+    assert d["data"] == {"a": "bmV3", "b": "Yg=="}  # stringData wins, base64 on the wire
+    assert "stringData" not in d
+    assert strategy("secrets").field_set(obj)["type"] == "Opaque"
+    _, causes = update("secrets", obj, lambda d: d.update(type="kubernetes.io/tls"))
+    assert ("type", 'Invalid value: "kubernetes.io/tls": field is immutable') in \
+        [(c.field, c.message) for c in causes]
+
+
+@pytest.mark.parametrize(
+    ("secret_type", "data", "expected"),
+    [
+        ("kubernetes.io/tls", {"tls.crt": "eA=="}, ["data[tls.key]"]),
+        ("kubernetes.io/dockerconfigjson", {}, ["data[.dockerconfigjson]"]),
+        ("kubernetes.io/dockerconfigjson", {".dockerconfigjson": "bm9wZQ=="},
+         ["data[.dockerconfigjson]"]),
+        ("kubernetes.io/basic-auth", {}, ["data[username]", "data[password]"]),
+        ("kubernetes.io/ssh-auth", {"ssh-privatekey": "eA=="}, []),
+        ("kubernetes.io/service-account-token", {},
+         ["metadata.annotations[kubernetes.io/service-account.name]"]),
+        ("example.com/custom", {}, []),
+    ],
+)
+def test_secret_types(secret_type: str, data: dict[str, str], expected: list[str]) -> None:
+    _, causes = create("secrets", {"metadata": {"name": "s", "namespace": "d"},
+                                   "type": secret_type, "data": data})
+    assert fields(causes) == expected
+
+
+def test_event_namespace_and_field_set() -> None:
+    event = {"metadata": {"name": "web.1", "namespace": "default"},
+             "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default",
+                                "uid": "u1"},
+             "reason": "Scheduled", "type": "Normal", "source": {"component": "scheduler"}}
+    obj, causes = create("events", event)
+    assert causes == []
+    fs = strategy("events").field_set(obj)
+    assert (fs["involvedObject.kind"], fs["involvedObject.name"], fs["reason"], fs["source"],
+            fs["type"]) == ("Pod", "web", "Scheduled", "scheduler", "Normal")
+    event["involvedObject"]["namespace"] = "other"  # type: ignore[index]
+    _, causes = create("events", event)
+    assert [(c.field, c.message) for c in causes] == [
+        ("involvedObject.namespace", 'Invalid value: "other": does not match event.namespace')]
+
+
+# -- leases, priority classes, endpoint slices, PDBs ------------------------------------------
+
+def test_lease_validation() -> None:
+    _, causes = create("leases.coordination.k8s.io", {
+        "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}})
+    assert causes == []
+    _, causes = create("leases.coordination.k8s.io", {
+        "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+        "spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}})
+    assert fields(causes) == ["spec.leaseDurationSeconds", "spec.leaseTransitions"]
+
+
+def test_priority_class_rules() -> None:
+    resource = "priorityclasses.scheduling.k8s.io"
+    obj, causes = create(resource, {"metadata": {"name": "high"}, "value": 1000})
+    assert causes == [] and obj.preemptionPolicy == "PreemptLowerPriority"
+    _, causes = create(resource, {"metadata": {"name": "huge"}, "value": 2_000_000_000})
+    assert [(c.field, c.message) for c in causes] == [
+        ("value", "Forbidden: maximum allowed value of a user defined priority is 1000000000")]
+    _, causes = create(resource, {"metadata": {"name": "system-mine"}, "value": 5})
+    assert fields(causes) == ["metadata.name"]
+    assert "reserved for system use only" in causes[0].message
+    _, causes = create(resource, {"metadata": {"name": "system-node-critical"},
+                                  "value": 2000001000})
+    assert causes == []
+    _, causes = update(resource, obj, lambda d: d.update(value=2000))
+    assert [(c.field, c.message) for c in causes] == [
+        ("value", "Forbidden: may not be changed in an update.")]
+
+
+def test_endpoint_slice_validation() -> None:
+    resource = "endpointslices.discovery.k8s.io"
+    good = {"metadata": {"name": "web-abc", "namespace": "d"}, "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"]}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    obj, causes = create(resource, good)
+    assert causes == []
+    _, causes = create(resource, {**good, "addressType": None})
+    assert ("addressType", "Required value") in [(c.field, c.message) for c in causes]
+    _, causes = create(resource, {**good, "endpoints": [{"addresses": ["fe80::1"]}, {}]})
+    assert fields(causes) == ["endpoints[0].addresses[0]", "endpoints[1].addresses"]
+    _, causes = update(resource, obj, lambda d: d.update(addressType="IPv6", endpoints=[]))
+    assert fields(causes) == ["addressType"]
+
+
+def test_pdb_validation() -> None:
+    resource = "poddisruptionbudgets.policy"
+    obj, causes = create(resource, {"metadata": {"name": "p", "namespace": "d"},
+                                    "spec": {"minAvailable": "50%",
+                                             "selector": {"matchLabels": {"app": "web"}}},
+                                    "status": {"currentHealthy": 3}})
+    assert causes == [] and not obj.HasField("status")
+    _, causes = create(resource, {"metadata": {"name": "p", "namespace": "d"},
+                                  "spec": {"minAvailable": 1, "maxUnavailable": "150%"}})
+    assert fields(causes) == ["spec", "spec.maxUnavailable"]
+    assert causes[0].message.endswith("minAvailable and maxUnavailable cannot be both set")
+
+
+# -- RBAC ---------------------------------------------------------------------------------------
+
+RBAC = "rbac.authorization.k8s.io"
+
+
+def test_role_rules() -> None:
+    _, causes = create(f"roles.{RBAC}", {
+        "metadata": {"name": "reader", "namespace": "d"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]})
+    assert causes == []
+    _, causes = create(f"roles.{RBAC}", {
+        "metadata": {"name": "reader", "namespace": "d"},
+        "rules": [{"resources": ["pods"]}, {"nonResourceURLs": ["/healthz"], "verbs": ["get"]}]})
+    assert [(c.field, c.message) for c in causes] == [
+        ("rules[0].verbs", "Required value: verbs must contain at least one value"),
+        ("rules[0].apiGroups", "Required value: resource rules must supply at least one api "
+                               "group"),
+        ("rules[1].nonResourceURLs", 'Invalid value: []string{"/healthz"}: namespaced rules '
+                                     "cannot apply to non-resource URLs"),
+    ]
+    _, causes = create(f"clusterroles.{RBAC}", {
+        "metadata": {"name": "system:health"},
+        "rules": [{"nonResourceURLs": ["/healthz"], "verbs": ["get"]}]})
+    assert causes == []  # a path segment name may hold ':'
+
+
+def test_bindings_defaults_validation_and_immutable_role_ref() -> None:
+    binding = {"metadata": {"name": "admins"},
+               "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+               "subjects": [{"kind": "User", "name": "alice"},
+                            {"kind": "ServiceAccount", "name": "ci", "namespace": "d"}]}
+    obj, causes = create(f"clusterrolebindings.{RBAC}", binding)
+    assert causes == []
+    d = as_dict(obj)
+    assert d["roleRef"]["apiGroup"] == RBAC
+    assert d["subjects"][0]["apiGroup"] == RBAC
+    _, causes = update(f"clusterrolebindings.{RBAC}", obj,
+                       lambda d: d["roleRef"].update(name="view"))
+    assert [c.message.endswith("cannot change roleRef") for c in causes] == [True]
+    bad = copy.deepcopy(binding)
+    bad["roleRef"]["kind"] = "Role"
+    bad["subjects"] = [{"kind": "ServiceAccount", "name": "ci"}, {"kind": "Robot", "name": "r"}]
+    _, causes = create(f"clusterrolebindings.{RBAC}", bad)
+    assert fields(causes) == ["roleRef.kind", "subjects[0].namespace", "subjects[1].kind"]
+
+
+# -- CRDs ---------------------------------------------------------------------------------------
+
+def crd(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "widgets", "kind": "Widget"},
+        "versions": [{"name": "v1", "served": True, "storage": True,
+                      "schema": {"openAPIV3Schema": {"type": "object"}}}]}
+    base.update(spec)
+    return {"metadata": {"name": "widgets.example.com"}, "spec": base}
+
+
+def test_crd_defaults_and_stored_versions() -> None:
+    resource = "customresourcedefinitions.apiextensions.k8s.io"
+    obj, causes = create(resource, crd())
+    assert causes == []
+    d = as_dict(obj)
+    assert d["spec"]["names"]["singular"] == "widget"
+    assert d["spec"]["names"]["listKind"] == "WidgetList"
+    assert d["spec"]["conversion"] == {"strategy": "None"}
+    assert d["status"]["storedVersions"] == ["v1"]
+
+    def add_v2(data: dict[str, Any]) -> None:
+        data["spec"]["versions"][0]["storage"] = False
+        data["spec"]["versions"].append({"name": "v2", "served": True, "storage": True})
+
+    new, causes = update(resource, obj, add_v2)
+    assert causes == []
+    assert list(new.status.storedVersions) == ["v1", "v2"]
+
+
+CRD_INVALID = [
+    ("name", {"names": {"plural": "gadgets", "kind": "Gadget"}}, "metadata.name",
+     'Invalid value: "widgets.example.com": must be spec.names.plural+"."+spec.group'),
+    ("group without dot", {"group": "example"}, "spec.group", None),
+    ("scope", {"scope": "Galaxy"}, "spec.scope", None),
+    ("two storage versions", {"versions": [
+        {"name": "v1", "served": True, "storage": True},
+        {"name": "v2", "served": True, "storage": True}]}, "spec.versions", None),
+    ("duplicate versions", {"versions": [
+        {"name": "v1", "served": True, "storage": True},
+        {"name": "v1", "served": True}]}, "spec.versions[1].name", 'Duplicate value: "v1"'),
+    ("no kind", {"names": {"plural": "widgets"}}, "spec.names.kind", "Required value"),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [c[1:] for c in CRD_INVALID],
+                         ids=[c[0] for c in CRD_INVALID])
+def test_crd_invalid(spec: dict[str, Any], field: str, message: str | None) -> None:
+    data = crd(**spec)
+    if spec.get("group") == "example":
+        data["metadata"]["name"] = "widgets.example"
+    _, causes = create("customresourcedefinitions.apiextensions.k8s.io", data)
+    assert field in fields(causes), causes
+    if message is not None:
+        assert message in [c.message for c in causes if c.field == field]
+
+
+def test_crd_scope_is_immutable() -> None:
+    resource = "customresourcedefinitions.apiextensions.k8s.io"
+    obj, _ = create(resource, crd())
+    _, causes = update(resource, obj, lambda d: d["spec"].update(scope="Cluster"))
+    assert fields(causes) == ["spec.scope"]
+
+
+def test_every_strategy_defaults_idempotently_and_validates_its_minimal_object() -> None:
+    samples = {
+        "pods": pod(), "services": service(), "deployments.apps": workload(),
+        "jobs.batch": job(), "cronjobs.batch": cronjob(),
+        "namespaces": {"metadata": {"name": "x"}},
+        "customresourcedefinitions.apiextensions.k8s.io": crd(),
+    }
+    for resource, data in samples.items():
+        ctx = make_ctx()
+        obj, causes = create(resource, data, ctx)
+        assert causes == [], resource
+        again = type(obj)()
+        again.CopyFrom(obj)
+        s = strategy(resource)
+        s.default(again, ctx)
+        assert again == obj, resource
