@@ -4,10 +4,9 @@ Layout (schema version 1, ``PRAGMA user_version``; ``PRAGMA application_id``
 marks the file as ours):
 
 - ``revisions``: one row per revision (``id`` is the revision; columns as
-  :class:`pilothouse.storage.mvcc.Row`), indexed by ``(key, id)``. Reading a
+  :class:`pilothouse.storage.mvcc.Row`), indexed by ``(key, id, deleted)``. Reading a
   key at revision R is "its row with the greatest id <= R, unless that row is
-  a tombstone". ``AUTOINCREMENT`` keeps the highest revision ever written in
-  ``sqlite_sequence``, even after compaction deletes that row: that is the
+  a tombstone". Compaction never deletes the newest row, so ``MAX(id)`` is the
   current revision.
 - ``meta``: ``compact_revision`` (reads below it and watches from at or below
   it fail) and ``compacted_upto`` (how far the physical deletion got).
@@ -93,7 +92,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = (
     """CREATE TABLE revisions (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id INTEGER PRIMARY KEY,
         key TEXT NOT NULL,
         created INTEGER NOT NULL,
         deleted INTEGER NOT NULL,
@@ -111,14 +110,14 @@ _SCHEMA = (
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
-_TABLES = {"revisions", "meta", "sqlite_sequence"}
+_TABLES = {"revisions", "meta"}
 
 _COLUMNS = "id, key, created, deleted, create_revision, prev_revision, value, old_value"
 _SQL_LATEST = f"SELECT {_COLUMNS} FROM revisions WHERE key = ? ORDER BY id DESC LIMIT 1"
 _SQL_AT = f"SELECT {_COLUMNS} FROM revisions WHERE key = ? AND id <= ? ORDER BY id DESC LIMIT 1"
 _SQL_INSERT = f"INSERT INTO revisions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _SQL_REVISIONS = (
-    "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'revisions'),"
+    "SELECT (SELECT MAX(id) FROM revisions),"
     " (SELECT value FROM meta WHERE name = 'compact_revision')"
 )
 _SQL_COMPACT_STATE = (
@@ -262,6 +261,7 @@ class _Writer(_Thread):
         self.compacted_upto = 0
         self.compact_waiters: list[tuple[int, asyncio.Future[Any]]] = []
         self.compaction_paused = False  # after a failed step, until the next compact()
+        self.kept_tombstone = 0  # a dead row kept only because it was the newest
 
     @property
     def compaction_pending(self) -> bool:
@@ -271,6 +271,11 @@ class _Writer(_Thread):
         try:
             self.conn = _connect_writer(self.store.path, self.options)
             self.revision, self.compact_revision, self.compacted_upto = _load_state(self.conn)
+            newest = self.conn.execute(
+                "SELECT id, deleted FROM revisions ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if newest and newest[1] and newest[0] <= self.compacted_upto:
+                self.kept_tombstone = newest[0]  # kept by a compaction before a restart
         except BaseException as exc:  # reported to open(), which raises StorageOpenError
             self.ready.set_exception(exc)
             self._close()
@@ -410,7 +415,15 @@ class _Writer(_Thread):
                 (self.compacted_upto, target, self.options.compact_chunk),
             ).fetchall()
             dead = [(prev,) for _, prev, _ in rows if prev]
-            dead.extend((rid,) for rid, _, deleted in rows if deleted)
+            dead.extend((rid,) for rid, _, deleted in rows if deleted and rid != self.revision)
+            kept = self.kept_tombstone
+            if kept and kept < self.revision:
+                dead.append((kept,))
+                kept = 0
+            if any(rid == self.revision and deleted for rid, _, deleted in rows):
+                # The newest row carries the current revision (MAX(id)): keep this
+                # tombstone until a later write exists, then drop it as above.
+                kept = self.revision
             conn.executemany("DELETE FROM revisions WHERE id = ?", dead)
             upto = rows[-1][0] if len(rows) == self.options.compact_chunk else target
             conn.execute("UPDATE meta SET value = ? WHERE name = 'compacted_upto'", (upto,))
@@ -428,6 +441,7 @@ class _Writer(_Thread):
             self.post(functools.partial(_settle, failed))
             return
         self.compacted_upto = upto
+        self.kept_tombstone = kept
         log.debug(
             "compaction step",
             extra={

@@ -59,6 +59,9 @@ class Watcher:
     def __init__(self, prefix: str, subscribed_at: int) -> None:
         self.prefix = prefix
         self.subscribed_at = subscribed_at
+        # Bounded by the hub's queue_size. Policy for a consumer that falls behind:
+        # stop filling (memory stays bounded), let it drain, then WatchOverflowError
+        # naming the first missed revision; it re-watches from there or re-lists.
         self.queue: deque[WatchEvent] = deque()
         self.closed = False
         self.missed_revision = 0  # first revision dropped on overflow (0: none)

@@ -242,3 +242,23 @@ async def test_a_failing_read_fails_alone(tmp_path: Path) -> None:
     assert (await store.get("/a")) is not None  # the reader is still there, not in a transaction
     assert (await store.create("/b", b"")).mod_revision == 2
     await store.close()
+
+
+async def test_compacting_away_a_deletion_at_the_current_revision(tmp_path: Path) -> None:
+    """The newest row is kept (it carries the current revision) until a later write."""
+    path = tmp_path / "state.db"
+    store = await open_storage(f"sqlite://{path}")
+    await store.create("/a", b"")  # 1
+    await store.create("/b", b"")  # 2
+    await store.delete("/b")  # 3
+    await store.compact(3)
+    assert row_revisions(path) == [1, 3]
+    await store.close()
+
+    store = await open_storage(f"sqlite://{path}")
+    assert await store.current_revision() == 3
+    assert await store.get("/b") is None
+    assert (await store.create("/c", b"")).mod_revision == 4
+    await store.compact(4)
+    assert row_revisions(path) == [1, 4]
+    await store.close()
