@@ -118,20 +118,19 @@ def test_diff_reports_changes(cluster: Cluster, ns: str, tmp_path: Path) -> None
 def test_watch_streams_changes(cluster: Cluster, ns: str) -> None:
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
     watch = subprocess.Popen(["/usr/bin/kubectl", "get", "-n", ns, "cm", "-w",
-                              "--output-watch-events", "-o", "name",
-                              "--request-timeout=30s"],
+                              "--output-watch-events", "--request-timeout=30s"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         cluster.kubectl("create", "-n", ns, "configmap", "watched", "--from-literal=a=b")
         assert watch.stdout is not None
-        seen = []
+        header = watch.stdout.readline().split()
+        assert header == ["EVENT", "NAME", "DATA", "AGE"]
         for line in watch.stdout:
-            seen.append(line.split())
-            if ["ADDED", "configmap/watched"] in seen:
+            if line.split()[:2] == ["ADDED", "watched"]:
                 break
         cluster.kubectl("delete", "-n", ns, "cm", "watched")
         for line in watch.stdout:
-            if line.split() == ["DELETED", "configmap/watched"]:
+            if line.split()[:2] == ["DELETED", "watched"]:
                 break
         else:
             raise AssertionError("no DELETED event")
