@@ -43,6 +43,17 @@ class KindStrategy(Strategy):
         self.default(new, ctx)
         super().prepare_for_update(new, old, ctx)
 
+    def abort_create(self, obj: Message, ctx: StrategyContext) -> None:
+        """The create prepared for ``obj`` was not stored (invalid, exists, dry run):
+        give back what ``prepare_for_create`` took. Idempotent."""
+
+    def abort_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        """The update prepared for ``new`` was not stored (invalid, conflict retry, dry
+        run): give back what ``prepare_for_update`` took beyond ``old``. Idempotent."""
+
+    def after_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        """The update is stored: free what ``old`` held and ``new`` no longer does."""
+
 
 def set_default(msg: Any, name: str, value: Any) -> None:
     """Set a scalar field when the client left it unset (proto2 presence)."""

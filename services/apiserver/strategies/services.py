@@ -7,9 +7,10 @@ that cannot be allocated (taken, out of range) is an Invalid error naming the
 field, as in Kubernetes.
 
 Releasing: ``on_delete`` frees everything a deleted Service held;
-``after_update`` frees what an update gave up (a type change to ClusterIP drops
-node ports). If the registry fails to store an object after ``prepare_for_create``
-allocated for it, it must call ``on_delete(obj)`` to give the values back.
+``after_update`` frees what a stored update gave up (a type change to ClusterIP
+drops node ports). When a prepared write is not stored (invalid metadata,
+AlreadyExists, a conflict retry, dry run) the registry calls ``abort_create`` /
+``abort_update`` to give back what the prepare step took.
 
 Updates that leave allocated values out (``kubectl replace`` of a manifest
 without ``clusterIP``) keep the old ones, as Kubernetes' ``patchAllocatedValues``
@@ -365,14 +366,17 @@ class ServiceStrategy(KindStrategy):
         assert isinstance(obj, core_pb2.Service)
         self._release(*_held(obj), ctx)
 
+    def abort_create(self, obj: Message, ctx: StrategyContext) -> None:
+        self.on_delete(obj, ctx)
+
     def after_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
-        """Called after an update is stored: free what the old object held and the new
-        one does not (not part of the base Strategy yet; the registry calls it when
-        present)."""
         assert isinstance(new, core_pb2.Service) and isinstance(old, core_pb2.Service)
         new_ips, new_ports = _held(new)
         old_ips, old_ports = _held(old)
         self._release(old_ips - new_ips, old_ports - new_ports, ctx)
+
+    def abort_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        self.after_update(old, new, ctx)  # free what new took and old never held
 
     @staticmethod
     def _release(ips: set[str], ports: set[str], ctx: StrategyContext) -> None:

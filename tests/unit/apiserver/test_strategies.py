@@ -510,6 +510,25 @@ def test_service_type_change_releases_node_ports_after_update() -> None:
     assert ctx.allocators["node-port"].used_count() == used - 1  # type: ignore[attr-defined]
 
 
+def test_service_aborted_writes_give_values_back() -> None:
+    ctx = make_ctx()
+    s = strategy("services")
+    obj, _ = create("services", service(type="NodePort"), ctx)
+    s.abort_create(obj, ctx)  # type: ignore[attr-defined]
+    assert ctx.allocators["node-port"].used_count() == 0  # type: ignore[attr-defined]
+    assert ctx.allocators["service-ip"].used_count() == 0  # type: ignore[attr-defined]
+    old, _ = create("services", service(), ctx)
+
+    def to_node_port(d: dict[str, Any]) -> None:
+        d["spec"]["type"] = "NodePort"
+
+    new, causes = update("services", old, to_node_port, ctx)
+    assert causes == [] and new.spec.ports[0].nodePort
+    s.abort_update(new, old, ctx)  # type: ignore[attr-defined]
+    assert ctx.allocators["node-port"].used_count() == 0  # type: ignore[attr-defined]
+    assert ctx.allocators["service-ip"].used_count() == 1  # type: ignore[attr-defined]
+
+
 def test_service_field_set() -> None:
     obj, _ = create("services", service(clusterIP="10.96.0.10"))
     assert strategy("services").field_set(obj) == {
