@@ -31,29 +31,26 @@ import yaml
 from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pilothouse.api.codec import DecodeError, unknown_fields
-from pilothouse.api.kinds import SCALE_MESSAGE, Kind, KindRegistry
-from pilothouse.api.selectors import FieldSelector, LabelSelector, SelectorError
+from pilothouse.api.codec import message_to_dict
+from pilothouse.api.kinds import Kind, KindRegistry
 from pilothouse.api.serialization import (
     PROTOBUF_CONTENT_TYPE,
     SerializationError,
     decode_protobuf,
     dumps,
-    object_from_dict,
     object_to_dict,
 )
-from pilothouse.services.apiserver import discovery, errors, tables
+from pilothouse.services.apiserver import discovery, errors, operations, tables
 from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.openapi import OpenAPIDocuments
-from pilothouse.services.apiserver.registry import (
-    DeleteOptions,
-    Registry,
-    ResourceStore,
-    parse_resource_version,
+from pilothouse.services.apiserver.operations import (
+    DEFAULT_WATCH_TIMEOUT,
+    OBJECT_SUBRESOURCES,
+    Bookmark,
 )
-from pilothouse.services.apiserver.strategies.pods import bind
-from pilothouse.services.apiserver.watchcache import CachedObject, Matcher, TooOldResourceVersion
+from pilothouse.services.apiserver.registry import DeleteOptions, Registry, ResourceStore
+from pilothouse.services.apiserver.watchcache import Matcher
 
 log = logging.getLogger("pilothouse.apiserver.rest")
 
@@ -61,15 +58,7 @@ MAX_BODY = 3 * 1024 * 1024
 JSON = "application/json"
 YAML = "application/yaml"
 TABLE = "table"
-BOOKMARK_INTERVAL = 60.0
-DEFAULT_WATCH_TIMEOUT = 1800
 NAMESPACE_SUBRESOURCES = ("status", "finalize")
-PATCH_TYPES = (
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-    "application/apply-patch+yaml",
-)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -371,8 +360,7 @@ class RestAPI:
         raise errors.method_not_supported(t.kind.plural, method)
 
     def _require_verb(self, kind: Kind, verb: str) -> None:
-        if verb not in kind.verbs:
-            raise errors.method_not_supported(kind.plural, verb)
+        operations.require_verb(kind, verb)
 
     # -- decoding bodies --------------------------------------------------------
 
@@ -389,19 +377,7 @@ class RestAPI:
 
     def _decode_object(self, request: Request, kind: Kind, doc: Any) -> tuple[Message, list[str]]:
         """Decode per fieldValidation (Strict / Warn (default) / Ignore)."""
-        mode = request.query.get("fieldValidation", "Warn") or "Warn"
-        if mode not in ("Strict", "Warn", "Ignore"):
-            raise errors.bad_request(f"fieldValidation must be one of Strict, Warn, Ignore; "
-                                     f"got {mode!r}")
-        try:
-            obj = object_from_dict(kind, doc, strict=(mode == "Strict"))
-        except DecodeError as exc:
-            raise errors.bad_request(str(exc)) from None
-        warnings: list[str] = []
-        if mode == "Warn" and isinstance(doc, dict):
-            body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind")}
-            warnings = [f'unknown field "{p}"' for p in unknown_fields(type(obj), body)]
-        return obj, warnings
+        return operations.decode_document(kind, doc, request.query.get("fieldValidation", ""))
 
     # -- verbs -------------------------------------------------------------------
 
@@ -431,58 +407,12 @@ class RestAPI:
 
     async def _patch(self, request: Request, t: Target, store: ResourceStore,
                      subresource: str = "") -> Response:
-        from pilothouse.services.apiserver import patch as patching
-
         body = await request.body()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in PATCH_TYPES:
-            raise errors.unsupported_media_type(content_type)
-        if content_type == "application/apply-patch+yaml":
-            raise errors.unsupported_media_type(
-                f"{content_type} (server-side apply is not served yet; use kubectl apply "
-                "without --server-side)")
-        if content_type == "application/strategic-merge-patch+json" and t.kind.message is None:
-            raise errors.unsupported_media_type(content_type)
-        try:
-            patch_doc = json.loads(body) if body.strip() else None
-        except ValueError as exc:
-            raise errors.bad_request(f"error decoding patch: {exc}") from None
-        if patch_doc is None:
-            raise errors.bad_request("the body of the patch is empty")
         warnings: list[str] = []
-        mode = request.query.get("fieldValidation", "Warn") or "Warn"
-
-        async def mutate(current: Message) -> Message:
-            doc = object_to_dict(t.kind, current)
-            try:
-                if content_type == "application/json-patch+json":
-                    patched = patching.apply_json_patch(doc, patch_doc)
-                elif content_type == "application/merge-patch+json":
-                    patched = patching.apply_merge_patch(doc, patch_doc)
-                else:
-                    assert t.kind.message is not None
-                    schema = patching.schema_for(t.kind.message.DESCRIPTOR)
-                    patched = patching.apply_strategic_merge_patch(doc, patch_doc, schema)
-            except patching.PatchError as exc:
-                raise errors.StatusError(exc.code, exc.reason, str(exc), kind=t.kind.kind,
-                                         name=t.name, group=t.kind.group) from None
-            if not isinstance(patched, dict):
-                raise errors.bad_request("the patch must produce an object")
-            current_rv = current.metadata.resourceVersion  # type: ignore[attr-defined]
-            new_rv = (patched.get("metadata") or {}).get("resourceVersion", current_rv)
-            if new_rv != current_rv:
-                raise errors.conflict(t.kind.plural, t.name, errors.OBJECT_MODIFIED,
-                                      t.kind.group)
-            try:
-                new = object_from_dict(t.kind, patched, strict=(mode == "Strict"))
-            except DecodeError as exc:
-                raise errors.bad_request(str(exc)) from None
-            if mode == "Warn":
-                body_doc = {k: v for k, v in patched.items() if k not in ("apiVersion", "kind")}
-                warnings[:] = [f'unknown field "{p}"' for p in
-                               unknown_fields(type(new), body_doc)]
-            return new
-
+        mutate = operations.patch_mutation(t.kind, t.name, content_type, body,
+                                           mode=request.query.get("fieldValidation", ""),
+                                           warnings=warnings)
         updated, _ = await store.guaranteed_update(
             t.namespace, t.name, mutate, subresource=subresource,
             dry_run=bool(request.query.get("dryRun")))
@@ -525,39 +455,8 @@ class RestAPI:
     # -- list and watch --------------------------------------------------------------
 
     def _matcher(self, request: Request, t: Target) -> Matcher | None:
-        label_text = request.query.get("labelSelector", "")
-        field_text = request.query.get("fieldSelector", "")
-        try:
-            labels = LabelSelector.parse(label_text) if label_text else None
-            fields = (FieldSelector.parse(field_text).for_resource(t.kind.resource)
-                      if field_text else None)
-        except SelectorError as exc:
-            raise errors.bad_request(str(exc)) from None
-        if labels is None and fields is None:
-            return None
-        if labels is not None and labels.empty:
-            labels = None
-        if fields is not None and fields.empty:
-            fields = None
-
-        def matches(cached: CachedObject) -> bool:
-            if labels is not None and not labels.matches(cached.labels):
-                return False
-            return fields is None or fields.matches(cached.fields)
-
-        return matches
-
-    def _node_name(self, request: Request, t: Target) -> str | None:
-        if t.kind.plural != "pods" or t.kind.group:
-            return None
-        text = request.query.get("fieldSelector", "")
-        if not text:
-            return None
-        try:
-            return FieldSelector.parse(text).for_resource("pods").requires_exact_match(
-                "spec.nodeName")
-        except SelectorError:
-            return None
+        return operations.matcher(t.kind, request.query.get("labelSelector", ""),
+                                  request.query.get("fieldSelector", ""))
 
     async def _list(self, request: Request, t: Target, store: ResourceStore) -> Response:
         matches = self._matcher(request, t)
@@ -600,109 +499,72 @@ class RestAPI:
 
     async def _watch(self, request: Request, t: Target, store: ResourceStore,
                      send: Send) -> None:
-        self._require_verb(t.kind, "watch")
-        matches = self._matcher(request, t) or (lambda _c: True)
-        node_name = self._node_name(request, t)
-        if t.name:  # watch of one object: a field selector on its name
-            inner, wanted = matches, t.name
-
-            def matches(cached: CachedObject) -> bool:
-                return cached.name == wanted and inner(cached)
-
-        rv_text = request.query.get("resourceVersion", "")
-        rv = parse_resource_version(rv_text)
-        initial = request.flag("sendInitialEvents")
-        if initial and rv not in (None, 0):
-            raise errors.bad_request("sendInitialEvents is forbidden unless resourceVersion is "
-                                     "unset or \"0\"")
-        if initial and request.query.get("resourceVersionMatch") != "NotOlderThan":
-            raise errors.bad_request("sendInitialEvents requires setting resourceVersionMatch "
-                                     "to NotOlderThan")
-        bookmarks = request.flag("allowWatchBookmarks")
         try:
             timeout = int(request.query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
         except ValueError:
             raise errors.bad_request("timeoutSeconds must be an integer") from None
-        cache = store.cache
-        try:
-            if rv is None or rv == 0 or initial:
-                # "Get state and start at most recent" (unset) / "any" (0): initial ADDED
-                # events for the current objects, then changes.
-                watcher = cache.watch(namespace=t.namespace, matches=matches,
-                                      resource_version=None, node_name=node_name,
-                                      initial_events=True)
-            else:
-                watcher = cache.watch(namespace=t.namespace, matches=matches,
-                                      resource_version=rv, node_name=node_name)
-        except TooOldResourceVersion as exc:
-            raise errors.gone(f"too old resource version: {exc.requested} ({exc.oldest})") \
-                from None
+        watch = operations.open_watch(
+            store, namespace=t.namespace, name=t.name, matches=self._matcher(request, t),
+            node_name=operations.watch_node_name(t.kind, request.query.get("fieldSelector", "")),
+            resource_version=request.query.get("resourceVersion", ""),
+            resource_version_match=request.query.get("resourceVersionMatch", ""),
+            send_initial_events=request.flag("sendInitialEvents"),
+            allow_watch_bookmarks=request.flag("allowWatchBookmarks"),
+            timeout_seconds=timeout)
         fmt = negotiate(request.headers.get("accept", ""))
         gauge = self.metrics.registered_watchers.labels(t.kind.group, t.kind.version, t.kind.kind)
         longrunning = self.metrics.longrunning.labels("WATCH", t.kind.group, t.kind.version,
                                                       t.kind.plural, "", "cluster", "apiserver")
         gauge.inc()
         longrunning.inc()
-        disconnected = asyncio.Event()
 
         async def wait_disconnect() -> None:
             while True:
                 message = await request.receive()
                 if message["type"] == "http.disconnect":
-                    disconnected.set()
                     return
 
-        disconnect_task = asyncio.create_task(wait_disconnect())
-        try:
+        async def pump() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", JSON.encode()), (b"cache-control", b"no-cache, private")]})
-            deadline = time.monotonic() + timeout
-            last_rv = cache.revision if rv is None or rv == 0 else rv
             first_table = True
-            pending_initial_end = initial
-            if initial and watcher.queue.empty():
-                pending_initial_end = False
-                if bookmarks:
-                    await self._send_bookmark(send, t.kind, cache.revision, initial_end=True)
-            next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
-            while not disconnected.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                wait = min(remaining, max(next_bookmark - time.monotonic(), 0.01))
-                try:
-                    event = await asyncio.wait_for(watcher.queue.get(), wait)
-                except TimeoutError:
-                    if bookmarks and time.monotonic() >= next_bookmark:
-                        await self._send_bookmark(send, t.kind, max(last_rv, cache.revision))
-                        next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
-                    continue
-                if event is None:
-                    break  # the watcher was closed (slow consumer or relist)
-                last_rv = max(last_rv, event.rv)
-                if fmt == TABLE:
-                    table = self._table(t.kind, [event.obj.document()], request)
-                    if not first_table:
-                        table.pop("columnDefinitions", None)
-                        table["columnDefinitions"] = None
-                    first_table = False
-                    line = dumps({"type": event.type, "object": table}) + b"\n"
-                else:
-                    line = b'{"type":"' + event.type.encode() + b'","object":' + \
-                        event.obj.json() + b"}\n"
-                await send({"type": "http.response.body", "body": line, "more_body": True})
-                if pending_initial_end and watcher.queue.empty():
-                    pending_initial_end = False
-                    if bookmarks:
-                        await self._send_bookmark(send, t.kind, cache.revision, initial_end=True)
+            events = operations.watch_events(watch)
+            async with contextlib.aclosing(events):
+                async for item in events:
+                    if isinstance(item, Bookmark):
+                        await self._send_bookmark(send, t.kind, item.rv,
+                                                  initial_end=item.initial_end)
+                        continue
+                    if fmt == TABLE:
+                        table = self._table(t.kind, [item.obj.document()], request)
+                        if not first_table:
+                            table.pop("columnDefinitions", None)
+                            table["columnDefinitions"] = None
+                        first_table = False
+                        line = dumps({"type": item.type, "object": table}) + b"\n"
+                    else:
+                        line = b'{"type":"' + item.type.encode() + b'","object":' + \
+                            item.obj.json() + b"}\n"
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        # The stream ends with the watch (timeout, closed watcher) or as soon as the
+        # client goes away, whichever comes first.
+        disconnect_task = asyncio.create_task(wait_disconnect())
+        pump_task = asyncio.create_task(pump())
+        try:
+            await asyncio.wait({disconnect_task, pump_task},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if pump_task.done():
+                pump_task.result()
         finally:
-            cache.remove_watcher(watcher)
-            disconnect_task.cancel()
+            for task in (pump_task, disconnect_task):
+                task.cancel()
+            await asyncio.gather(pump_task, disconnect_task, return_exceptions=True)
+            watch.cache.remove_watcher(watch.watcher)
             gauge.dec()
             longrunning.dec()
-        return None
 
     async def _send_bookmark(self, send: Send, kind: Kind, rv: int, *,
                              initial_end: bool = False) -> None:
@@ -720,7 +582,7 @@ class RestAPI:
         sub, method = t.subresource, request.method
         if t.kind.namespaced and not t.namespace:
             raise _not_found_path()
-        if sub in ("status", "finalize", "ephemeralcontainers", "resize", "approval"):
+        if sub in OBJECT_SUBRESOURCES:
             if method == "GET":
                 obj = await store.get(t.namespace, t.name)
                 return self._object_response(request, t.kind, obj, 200)
@@ -747,27 +609,8 @@ class RestAPI:
 
     async def _scale(self, request: Request, t: Target, store: ResourceStore) -> Response:
         def to_scale(obj: Any) -> dict[str, Any]:
-            scale = SCALE_MESSAGE()
-            scale.metadata.name = obj.metadata.name
-            scale.metadata.namespace = obj.metadata.namespace
-            scale.metadata.uid = obj.metadata.uid
-            scale.metadata.resourceVersion = obj.metadata.resourceVersion
-            scale.metadata.creationTimestamp.CopyFrom(obj.metadata.creationTimestamp)
-            scale.spec.replicas = obj.spec.replicas if obj.spec.HasField("replicas") else 1
-            scale.status.replicas = obj.status.replicas
-            selector = getattr(obj.spec, "selector", None)
-            if selector is not None:
-                from pilothouse.api.selectors import label_selector_from_api
-
-                if hasattr(selector, "matchLabels"):
-                    scale.status.selector = str(label_selector_from_api(selector))
-                else:
-                    scale.status.selector = ",".join(f"{k}={v}" for k, v in
-                                                     sorted(selector.items()))
             doc: dict[str, Any] = {"kind": "Scale", "apiVersion": "autoscaling/v1"}
-            from pilothouse.api.codec import message_to_dict
-
-            doc.update(message_to_dict(scale))
+            doc.update(message_to_dict(operations.to_scale(obj)))
             return doc
 
         if request.method == "GET":
@@ -796,16 +639,8 @@ class RestAPI:
             if not isinstance(scale_doc, dict):
                 raise errors.bad_request("Scale must be an object")
             replicas = (scale_doc.get("spec") or {}).get("replicas", 0)
-            if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-                raise errors.invalid("Scale", t.name, [errors.Cause(
-                    "FieldValueInvalid", f"Invalid value: {replicas!r}: must be greater than "
-                    "or equal to 0", "spec.replicas")], "autoscaling")
             rv = (scale_doc.get("metadata") or {}).get("resourceVersion")
-            if rv and rv != current.metadata.resourceVersion:
-                raise errors.conflict(t.kind.plural, t.name, errors.OBJECT_MODIFIED,
-                                      t.kind.group)
-            current.spec.replicas = replicas
-            return current
+            return operations.set_replicas(t.kind, t.name, current, replicas, rv)
 
         updated, _ = await store.guaranteed_update(t.namespace, t.name, mutate)
         return Response(200, dumps(to_scale(updated)))
@@ -814,14 +649,9 @@ class RestAPI:
         binding_kind = self.kinds.by_resource("", "v1", "bindings")
         assert binding_kind is not None
         binding, _ = await self._read_object(request, binding_kind)
-        node = binding.target.name  # type: ignore[attr-defined]
-
-        target_kind = binding.target.kind  # type: ignore[attr-defined]
-
-        async def mutate(pod: Any) -> Message:
-            bind(pod, node, self.registry.ctx, target_kind=target_kind)
-            return pod  # type: ignore[no-any-return]
-
+        mutate = operations.bind_mutation(self.registry.ctx,
+                                          binding.target.name,  # type: ignore[attr-defined]
+                                          binding.target.kind)  # type: ignore[attr-defined]
         await store.guaranteed_update(t.namespace, t.name, mutate, subresource="binding")
         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                   "code": 201}
@@ -831,8 +661,7 @@ class RestAPI:
 # -- helpers -------------------------------------------------------------------------
 
 
-def _not_found_path() -> StatusError:
-    return errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+_not_found_path = operations.not_found_path
 
 
 def _warning_headers(warnings: list[str] | None) -> dict[str, str]:
