@@ -647,7 +647,7 @@ def _list_setter(fd: FieldDescT) -> Setter:
 
         return set_messages
     convert = _scalar_converter(fd)
-    zero = fd.default_value
+    zero = _zero(fd)
     is_str = fd.type == FieldDescriptor.TYPE_STRING
 
     def set_scalars(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
@@ -702,7 +702,7 @@ def _map_setter(fd: FieldDescT) -> Setter:
 
         return set_message_map
     convert = _scalar_converter(value_fd)
-    zero = value_fd.default_value
+    zero = _zero(value_fd)
     is_str = value_fd.type == FieldDescriptor.TYPE_STRING
 
     def set_scalar_map(msg: Any, value: Any, ctx: _Ctx, path: str, key: str) -> None:
@@ -808,6 +808,20 @@ def _to_bytes(value: Any) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise FieldError("", "illegal base64 data", reason="FieldValueTypeInvalid") from None
+
+
+def _zero(fd: FieldDescT) -> Any:
+    """The Go zero value of a scalar field (what JSON null becomes in a list or map)."""
+    t = fd.type
+    if t == FieldDescriptor.TYPE_STRING:
+        return ""
+    if t == FieldDescriptor.TYPE_BOOL:
+        return False
+    if t == FieldDescriptor.TYPE_BYTES:
+        return b""
+    if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return 0.0
+    return 0
 
 
 def _scalar_converter(fd: FieldDescT) -> Callable[[Any], Any]:

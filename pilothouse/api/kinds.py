@@ -314,6 +314,10 @@ class KindRegistry:
         group, _, version = api_version.rpartition("/")
         return self._by_kind.get((group, version, kind))
 
+    def by_short_name(self, short: str) -> list[Kind]:
+        """The kinds answering to ``short`` (``po``, ``deploy``; ``ev`` names two)."""
+        return [k for k in self if short in k.short_names]
+
     def __iter__(self) -> Iterator[Kind]:
         return iter(list(self._by_resource.values()))
 
