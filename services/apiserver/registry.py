@@ -427,22 +427,31 @@ class ResourceStore:
             meta.generation = 1
         ctx = self.registry.ctx
         self.strategy.prepare_for_create(obj, ctx)
-        self.strategy.default(obj, ctx)
-        await self._admit("CREATE", obj, None, "")
-        causes = self._validate_meta(obj) + self.strategy.validate(obj, ctx)
-        if causes:
-            raise self._invalid(meta.name, causes)
-        if dry_run:
-            return obj
+        stored = False
         try:
-            kv = await self.storage.create(self.key(namespace, meta.name), self._encode(obj))
-        except KeyExistsError:
-            raise errors.already_exists(self.resource, meta.name, self.kind.group) from None
+            self.strategy.default(obj, ctx)
+            await self._admit("CREATE", obj, None, "")
+            causes = self._validate_meta(obj) + self.strategy.validate(obj, ctx)
+            if causes:
+                raise self._invalid(meta.name, causes)
+            if dry_run:
+                return obj
+            try:
+                kv = await self.storage.create(self.key(namespace, meta.name),
+                                               self._encode(obj))
+            except KeyExistsError:
+                raise errors.already_exists(self.resource, meta.name,
+                                            self.kind.group) from None
+            stored = True
+        finally:
+            if not stored:
+                self.strategy.abort_create(obj, ctx)  # e.g. give back a cluster IP
         meta.resourceVersion = str(kv.mod_revision)
         return obj
 
     def _validate_meta(self, obj: Message) -> builtins.list[Cause]:
-        return validate_object_meta(_meta(obj), self.kind.namespaced)
+        return validate_object_meta(_meta(obj), self.kind.namespaced,
+                                    name_validator=self.strategy.name_validator)
 
     # -- update --------------------------------------------------------------
 
@@ -543,8 +552,27 @@ class ResourceStore:
         ctx = self.registry.ctx
         if subresource == "status":
             self.strategy.prepare_for_status_update(new, old, ctx)
+        elif subresource == "finalize":
+            self.strategy.prepare_for_finalize(new, old, ctx)
         elif subresource not in SERVER_SUBRESOURCES:
             self.strategy.prepare_for_update(new, old, ctx)
+        stored = False
+        try:
+            result = await self._store_update(kv, old, new, subresource=subresource,
+                                              dry_run=dry_run)
+            stored = result is not None and not dry_run
+            return result
+        finally:
+            if stored:
+                self.strategy.after_update(new, old, ctx)
+            else:
+                self.strategy.abort_update(new, old, ctx)
+
+    async def _store_update(self, kv: KeyValue, old: Message, new: Message, *,
+                            subresource: str, dry_run: bool) -> Message | None:
+        meta, old_meta = _meta(new), _meta(old)
+        name = old_meta.name
+        ctx = self.registry.ctx
         self.strategy.default(new, ctx)
         await self._admit("UPDATE", new, old, subresource)
         causes = self._validate_meta(new)
@@ -569,7 +597,7 @@ class ResourceStore:
         # Finalizers all gone from an object being deleted: it leaves storage now.
         if old_meta.HasField("deletionTimestamp") and not meta.finalizers and (
             not meta.deletionGracePeriodSeconds
-        ):
+        ) and not self._spec_finalizers(new):
             try:
                 gone = await self.storage.delete(kv.key, expected_revision=kv.mod_revision)
             except ConflictError:

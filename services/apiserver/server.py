@@ -28,19 +28,19 @@ import uvicorn
 from pilothouse.api.kinds import KindRegistry
 from pilothouse.logs import setup_logging
 from pilothouse.services.apiserver import strategies  # noqa: F401  (registers strategies)
+from pilothouse.services.apiserver.grpc_frontend import GRPCServer
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.registry import Registry
 from pilothouse.services.apiserver.rest import RestAPI
-from pilothouse.services.apiserver.strategies.allocators import (
-    IPRangeAllocator,
-    PortRangeAllocator,
-)
+from pilothouse.services.apiserver.strategies.allocators import default_allocators
+from pilothouse.services.apiserver.strategies.services import held_values
 from pilothouse.storage import open_storage
 from pilothouse.storage.interface import Storage, StorageError
 
 log = logging.getLogger("pilothouse.apiserver")
 
 DEFAULT_PORT = 6443
+DEFAULT_GRPC_PORT = 6444
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_NODE_PORTS = "30000-32767"
 
@@ -51,6 +51,7 @@ class APIServerConfig:
     storage_url: str = ""  # default: sqlite in data_dir (memory:// when no data_dir)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    grpc_port: int | None = 0  # the gRPC frontend (0: any free port; None: not served)
     service_cidr: str = DEFAULT_SERVICE_CIDR
     node_port_range: str = DEFAULT_NODE_PORTS
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,22 +73,26 @@ class APIServer:
         self.app: RestAPI | None = None
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self.grpc: GRPCServer | None = None
         self.port = config.port
+        self.grpc_port = config.grpc_port or 0
         self.ready = False
 
     @property
     def url(self) -> str:
         return f"http://{self.config.host}:{self.port}"
 
+    @property
+    def grpc_address(self) -> str:
+        """``host:port`` of the gRPC frontend (``pilothouse.apiserver.v1.API``)."""
+        return f"{self.config.host}:{self.grpc_port}"
+
     async def start(self) -> None:
         if self.config.data_dir is not None:
             await asyncio.to_thread(Path(self.config.data_dir).mkdir, parents=True,
                                     exist_ok=True)
         self.storage = await open_storage(self.config.resolved_storage_url())
-        allocators: dict[str, Any] = {
-            "service-ip": IPRangeAllocator(self.config.service_cidr),
-            "node-port": PortRangeAllocator(self.config.node_port_range),
-        }
+        allocators = default_allocators(self.config.service_cidr, self.config.node_port_range)
         self.registry = Registry(self.storage, KindRegistry.builtin(), allocators=allocators)
         await self.registry.start()
         await self._seed_allocators()
@@ -98,9 +103,9 @@ class APIServer:
         # accepted connections, which costs 40 ms per keep-alive request.
         uv_config = uvicorn.Config(self.app, host=self.config.host, port=self.config.port,
                                    log_config=None, access_log=False, lifespan="off",
-                                   timeout_graceful_shutdown=2, http="httptools", loop="none")
+                                   timeout_graceful_shutdown=2, timeout_keep_alive=120,
+                                   http="httptools", loop="none")
         self._server = uvicorn.Server(uv_config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._serve_task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._serve_task.done():
@@ -110,6 +115,11 @@ class APIServer:
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         self.app.server_address = f"{self.config.host}:{self.port}"
+        if self.config.grpc_port is not None:
+            self.grpc = GRPCServer(self.registry, metrics=self.metrics)
+            self.grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+            await self.grpc.set_serving(True)
+            log.info("apiserver gRPC listening", extra={"address": self.grpc_address})
         self.ready = True
         log.info("apiserver listening", extra={"url": self.url})
 
@@ -117,16 +127,14 @@ class APIServer:
         """Mark cluster IPs and node ports of stored Services as taken."""
         assert self.registry is not None
         services = self.registry.store_for("", "services")
-        ips = self.registry.allocators["service-ip"]
-        ports = self.registry.allocators["node-port"]
-        for cached in services.cache.list():
-            svc: Any = cached.obj
-            cluster_ips = list(svc.spec.clusterIPs) or [svc.spec.clusterIP]
-            ips.mark_used(ip for ip in cluster_ips if ip and ip != "None")
-            ports.mark_used(str(p.nodePort) for p in svc.spec.ports if p.nodePort)
+        stored = [cached.obj for cached in services.cache.list()]
+        for allocator, value in held_values(stored):  # type: ignore[arg-type]
+            self.registry.allocators[allocator].mark_used([value])
 
     async def stop(self) -> None:
         self.ready = False
+        if self.grpc is not None:
+            await self.grpc.stop()
         if self._server is not None:
             self._server.should_exit = True
         if self._serve_task is not None:
@@ -197,6 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--data-dir)")
     parser.add_argument("--bind-address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
+                        help="port of the gRPC frontend (0: any free port)")
     parser.add_argument("--service-cluster-ip-range", default=DEFAULT_SERVICE_CIDR)
     parser.add_argument("--service-node-port-range", default=DEFAULT_NODE_PORTS)
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
@@ -205,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> APIServerConfig:
     return APIServerConfig(data_dir=args.data_dir, storage_url=args.storage,
-                           host=args.bind_address, port=args.port,
+                           host=args.bind_address, port=args.port, grpc_port=args.grpc_port,
                            service_cidr=args.service_cluster_ip_range,
                            node_port_range=args.service_node_port_range)
 

@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 
 from pilothouse.api.kinds import Kind
 from pilothouse.services.apiserver.errors import Cause
+from pilothouse.services.apiserver.validation import NameValidator, name_is_dns_subdomain
 
 
 class Allocator(Protocol):
@@ -67,6 +68,8 @@ class Strategy:
 
     # Whether PUT of a missing object creates it (Kubernetes allows it for a few kinds).
     allow_create_on_update = False
+    # The kind's rule for metadata.name (most kinds: a DNS-1123 subdomain).
+    name_validator: NameValidator = staticmethod(name_is_dns_subdomain)
 
     def default(self, obj: Message, ctx: StrategyContext) -> None:
         """Fill in defaults in place. Must be idempotent."""
@@ -123,6 +126,19 @@ class Strategy:
 
     def on_delete(self, obj: Message, ctx: StrategyContext) -> None:
         """Called after an object is removed from storage (release allocations)."""
+
+    def abort_create(self, obj: Message, ctx: StrategyContext) -> None:
+        """A prepared create was not stored (invalid, exists, dry run): undo allocations."""
+
+    def abort_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        """A prepared update was not stored (invalid, conflict, dry run): undo allocations."""
+
+    def after_update(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        """A prepared update was stored: release what ``old`` held and ``new`` does not."""
+
+    def prepare_for_finalize(self, new: Message, old: Message, ctx: StrategyContext) -> None:
+        """The namespaces/finalize subresource: only spec.finalizers may change."""
+        self.prepare_for_status_update(new, old, ctx)
 
     def graceful_delete_seconds(self, obj: Message, requested: int | None) -> int:
         """Grace period for a delete: 0 deletes at once (most kinds); pods wait for
