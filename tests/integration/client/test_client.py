@@ -146,19 +146,19 @@ async def test_watch_streams_changes_from_a_resource_version(client: Client) -> 
     assert seen == [("ADDED", "w1", "v"), ("MODIFIED", "w1", "2"), ("DELETED", "w1", "2")]
 
 
-async def test_watch_from_before_the_cache_window_is_gone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_watch_from_before_the_cache_window_is_gone(tmp_path: Path, transport: str) -> None:
     config = APIServerConfig(data_dir=tmp_path / "d", port=0)
-    for transport in TRANSPORTS:
-        async with APIServer(config) as server, make_client(server, transport) as client:
-            for i in range(3):
-                await client.create(make_cm(f"g{i}-{transport}"))
-        # Restarted on the same data: the watch cache starts at the current revision.
-        async with APIServer(config) as server, make_client(server, transport) as client:
-            with pytest.raises(APIError) as info:
-                async with client.watch(core_pb2.ConfigMap, resource_version="1") as events:
-                    async for _ in events:
-                        pass
-            assert info.value.is_gone() and info.value.code == 410, transport
+    async with APIServer(config) as server, make_client(server, transport) as client:
+        for i in range(3):
+            await client.create(make_cm(f"g{i}-{transport}"))
+    # Restarted on the same data: the watch cache starts at the current revision.
+    async with APIServer(config) as server, make_client(server, transport) as client:
+        with pytest.raises(APIError) as info:
+            async with client.watch(core_pb2.ConfigMap, resource_version="1") as events:
+                async for _ in events:
+                    pass
+        assert info.value.is_gone() and info.value.code == 410, transport
 
 
 async def test_unreachable_server_is_a_connection_error() -> None:
