@@ -33,7 +33,13 @@ from typing import Any
 from google.protobuf.message import Message
 
 from pilothouse.api.kinds import Kind
-from pilothouse.api.serialization import Object, decode_value, dumps, object_to_dict
+from pilothouse.api.serialization import (
+    Object,
+    decode_value,
+    dumps,
+    encode_value,
+    object_to_dict,
+)
 from pilothouse.storage.interface import (
     CompactedError,
     EventType,
@@ -55,8 +61,8 @@ class CachedObject:
     ``obj`` must never be mutated: callers that change an object copy it first.
     """
 
-    __slots__ = ("_json", "fields", "key", "kind", "labels", "name", "namespace", "node_name",
-                 "obj", "rv")
+    __slots__ = ("_json", "_protobuf", "fields", "key", "kind", "labels", "name", "namespace",
+                 "node_name", "obj", "rv")
 
     def __init__(self, kind: Kind, key: str, obj: Object, rv: int,
                  fields: dict[str, str]) -> None:
@@ -70,12 +76,20 @@ class CachedObject:
         self.node_name = fields.get("spec.nodeName", "")
         self.labels = labels_of(obj)
         self._json: bytes | None = None
+        self._protobuf: bytes | None = None
 
     def json(self) -> bytes:
         """The object's JSON document, encoded once."""
         if self._json is None:
             self._json = dumps(object_to_dict(self.kind, self.obj))
         return self._json
+
+    def protobuf(self) -> bytes:
+        """The object's Kubernetes protobuf frame (with its resourceVersion), encoded once;
+        for a custom resource, its JSON (the same bytes ``encode_value`` stores)."""
+        if self._protobuf is None:
+            self._protobuf = encode_value(self.kind, self.obj)
+        return self._protobuf
 
     def document(self) -> dict[str, Any]:
         return object_to_dict(self.kind, self.obj)
