@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class APIStub:
-    """Missing associated documentation comment in .proto file."""
+    """The Kubernetes API verbs over gRPC, generic over kinds (see the file comment).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -93,7 +94,8 @@ class APIStub:
 
 
 class APIServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The Kubernetes API verbs over gRPC, generic over kinds (see the file comment).
+    """
 
     def Get(self, request, context):
         """One object (resource_version "" = a consistent read, "0" = any cached version).
@@ -239,7 +241,8 @@ def add_APIServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class API:
-    """Missing associated documentation comment in .proto file."""
+    """The Kubernetes API verbs over gRPC, generic over kinds (see the file comment).
+    """
 
     @staticmethod
     def Get(request,

@@ -51,6 +51,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class APIStub:
+    """The Kubernetes API verbs over gRPC, generic over kinds (see the file comment)."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -83,6 +85,8 @@ class APIStub:
 
 @_typing.type_check_only
 class APIAsyncStub(APIStub):
+    """The Kubernetes API verbs over gRPC, generic over kinds (see the file comment)."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Get: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.GetRequest, _apiserver_pb2.ObjectResponse]  # type: ignore[assignment]
     """One object (resource_version "" = a consistent read, "0" = any cached version)."""
@@ -111,6 +115,8 @@ class APIAsyncStub(APIStub):
     """
 
 class APIServicer(metaclass=_abc_1.ABCMeta):
+    """The Kubernetes API verbs over gRPC, generic over kinds (see the file comment)."""
+
     @_abc_1.abstractmethod
     def Get(
         self,
