@@ -176,8 +176,11 @@ class FakeTransport:
 
     # -- internals ------------------------------------------------------------------
 
-    def _record(self, verb: str, kind: Kind, namespace: str = "", name: str = "",
-                subresource: str = "") -> None:
+    async def _record(self, verb: str, kind: Kind, namespace: str = "", name: str = "",
+                      subresource: str = "") -> None:
+        # One trip through the event loop, as a network call would take: concurrent
+        # callers interleave (two read-modify-writes can race, as they do for real).
+        await asyncio.sleep(0)
         self.actions.append(Action(verb, kind.plural, namespace, name, subresource))
         for i, (fverb, resource, error) in enumerate(self._failures):
             if fverb == verb and resource in ("", kind.plural):
@@ -225,14 +228,14 @@ class FakeTransport:
 
     async def get(self, kind: Kind, namespace: str, name: str, *,
                   subresource: str = "") -> Message:
-        self._record("get", kind, namespace, name, subresource)
+        await self._record("get", kind, namespace, name, subresource)
         obj = self._store(kind).get((namespace, name))
         if obj is None:
             raise self._not_found(kind, name)
         return _copy(obj)
 
     async def list(self, kind: Kind, namespace: str, options: ListOptions) -> ObjectList[Message]:
-        self._record("list", kind, namespace)
+        await self._record("list", kind, namespace)
         items = sorted(
             (o for o in self._store(kind).values()
              if self._matches(kind, namespace, o, options.label_selector,
@@ -248,7 +251,7 @@ class FakeTransport:
 
     async def create(self, kind: Kind, namespace: str, obj: Message, *, name: str = "",
                      subresource: str = "", dry_run: bool = False) -> Message | None:
-        self._record("create", kind, namespace, name or obj.metadata.name,  # type: ignore[attr-defined]
+        await self._record("create", kind, namespace, name or obj.metadata.name,  # type: ignore[attr-defined]
                      subresource)
         if subresource == "binding":
             pod = self._store(kind).get((namespace, name))
@@ -288,7 +291,7 @@ class FakeTransport:
 
     async def update(self, kind: Kind, namespace: str, name: str, obj: Message, *,
                      subresource: str = "", dry_run: bool = False) -> Message:
-        self._record("update", kind, namespace, name, subresource)
+        await self._record("update", kind, namespace, name, subresource)
         current = self._store(kind).get((namespace, name))
         if current is None:
             raise self._not_found(kind, name)
@@ -327,7 +330,7 @@ class FakeTransport:
     async def patch(self, kind: Kind, namespace: str, name: str, patch: bytes,
                     patch_type: PatchType, *, subresource: str = "",
                     dry_run: bool = False) -> Message:
-        self._record("patch", kind, namespace, name, subresource)
+        await self._record("patch", kind, namespace, name, subresource)
         current = self._store(kind).get((namespace, name))
         if current is None:
             raise self._not_found(kind, name)
@@ -347,7 +350,7 @@ class FakeTransport:
 
     async def delete(self, kind: Kind, namespace: str, name: str,
                      options: DeleteOptions) -> Message | None:
-        self._record("delete", kind, namespace, name)
+        await self._record("delete", kind, namespace, name)
         store = self._store(kind)
         current = store.get((namespace, name))
         if current is None:
@@ -370,7 +373,7 @@ class FakeTransport:
 
     async def watch(self, kind: Kind, namespace: str,
                     options: WatchOptions) -> AsyncGenerator[WatchEvent[Message], None]:
-        self._record("watch", kind, namespace)
+        await self._record("watch", kind, namespace)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         if options.resource_version in ("", "0"):
             for obj in sorted(self._store(kind).values(),
