@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pilothouse.api.timeutil import micro_time_from_proto, micro_time_to_proto
 from pilothouse.client.client import Client
@@ -123,7 +124,7 @@ class LeaderElector:
 
     # -- run ----------------------------------------------------------------------
 
-    async def run(self, on_started_leading: Callable[[], Awaitable[None]],
+    async def run(self, on_started_leading: Callable[[], Coroutine[Any, Any, None]],
                   on_stopped_leading: Callable[[], None] | None = None,
                   on_new_leader: Callable[[str], None] | None = None) -> None:
         """Campaign, lead, and return when leadership is lost.
