@@ -30,6 +30,7 @@ from pilothouse.storage.interface import (
 )
 from pilothouse.storage.memory import MemoryStorage
 from pilothouse.storage.metrics import StorageMetrics
+from pilothouse.storage.sqlite import SqliteOptions, SqliteStorage
 
 __all__ = [
     "CompactedError",
@@ -43,6 +44,8 @@ __all__ = [
     "KeyValue",
     "MemoryStorage",
     "RangeResult",
+    "SqliteOptions",
+    "SqliteStorage",
     "Storage",
     "StorageClosedError",
     "StorageError",

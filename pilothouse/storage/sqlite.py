@@ -430,9 +430,10 @@ class _Writer(_Thread):
             conn.execute("COMMIT")
             if upto == target:
                 conn.execute("PRAGMA incremental_vacuum")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # disk trouble, or a bug: stop until the next compact()
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             log.error("compaction failed", extra={"path": str(self.store.path), "error": str(exc)})
             error = StorageError(f"{self.store.path}: compaction failed: {exc}")
             failed = [(f, None, error) for _, f in self.compact_waiters]
