@@ -2,9 +2,9 @@
 
 One line per record: ``<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>``.
 ``F`` marks the end of a line of the container's output, ``P`` a partial
-piece of a longer line (split at :data:`MAX_LINE` bytes) or output that ended
-without a newline is flushed as ``F`` at the end of the stream, as the kubelet
-expects. Timestamps are UTC with nanoseconds, like containerd's.
+piece: of a longer line (split at :data:`MAX_LINE` bytes), or the output's last
+bytes when it ended without a newline — as containerd writes it, so the kubelet
+shows exactly what the program printed. Timestamps are UTC with nanoseconds, like containerd's.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ class LineSplitter:
         return out
 
     def flush(self, ns: int | None = None) -> list[bytes]:
-        """At end of stream: whatever is left is the last line."""
+        """At end of stream: whatever is left, without a newline, is a partial record."""
         if not self.pending:
             return []
-        out = [record(self.stream, "F", self.pending, ns)]
+        out = [record(self.stream, "P", self.pending, ns)]
         self.pending = b""
         return out
 

@@ -28,6 +28,7 @@ import pytest
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from pilothouse.runtime_shim.containerd.daemon import Containerd
 from pilothouse.runtime_shim.images import oci
 from pilothouse.runtime_shim.images.store import ImageStore
 from pilothouse.runtime_shim.process.backend import ProcessBackend
@@ -99,6 +100,11 @@ class Shim:
     images: cri_grpc.ImageServiceStub = field(init=False)
     channel: grpc.aio.Channel | None = None
     state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> bool:
+        """containerd's own CRI plugin: the suite documents where it differs from ours."""
+        return self.backend_name == "containerd-cri"
 
     async def connect(self) -> None:
         self.channel = grpc.aio.insecure_channel(self.socket)
@@ -178,11 +184,15 @@ class Shim:
             cri.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout))
 
     async def cleanup(self) -> None:
+        """Remove every sandbox through the CRI (each on its own: one failure stops none)."""
         if self.channel is None:
             return
-        with contextlib.suppress(grpc.aio.AioRpcError):
+        try:
             listed = await self.runtime.ListPodSandbox(cri.ListPodSandboxRequest())
-            for sb in listed.items:
+        except grpc.aio.AioRpcError:
+            return
+        for sb in listed.items:
+            with contextlib.suppress(grpc.aio.AioRpcError):
                 await self.runtime.RemovePodSandbox(
                     cri.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
 
@@ -237,6 +247,8 @@ async def process_shim(tmp_path: Path, short_dir: Path,
     try:
         yield shim
     finally:
+        if "server" not in shim.state:  # a test left the shim stopped
+            await _start_process(shim)
         await shim.cleanup()
         await _stop_process(shim)
         kill_leftovers(root)
@@ -257,7 +269,51 @@ def _remove_cgroups(parent: str) -> None:
                 top.rmdir()
 
 
-@pytest.fixture(params=["process"])
+async def _start_containerd(shim: Shim) -> None:
+    daemon: Containerd = shim.state["containerd"]
+    await asyncio.to_thread(daemon.start)
+    shim.socket = f"unix://{daemon.address}"
+    await shim.connect()
+
+    async def serving() -> bool:  # the CRI plugin initialises after the socket appears
+        try:
+            await shim.runtime.Status(cri.StatusRequest())
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    await eventually(serving, within=30)
+
+
+async def _stop_containerd(shim: Shim) -> None:
+    if shim.channel is not None:
+        await shim.channel.close()
+    await asyncio.to_thread(shim.state["containerd"].stop)
+
+
+@pytest.fixture
+async def containerd_cri_shim(short_dir: Path,
+                              image_archives: dict[str, Path]) -> AsyncIterator[Shim]:
+    """containerd's own CRI plugin: the reference our backends are compared with."""
+    tag = secrets.token_hex(3)
+    cidr = _free_cidr()
+    daemon = Containerd(short_dir / "ctd", bridge=f"phc{tag}", subnet=cidr)
+    shim = Shim("containerd-cri", short_dir / "ctd", "", short_dir / "logs", cidr,
+                _start_containerd, _stop_containerd, state={"containerd": daemon})
+    await _start_containerd(shim)
+    try:
+        for archive in image_archives.values():
+            await asyncio.to_thread(daemon.import_image, archive)
+        yield shim
+    finally:
+        if daemon.process is None:  # a test left it stopped: pods are torn down through it
+            await _start_containerd(shim)
+        await shim.cleanup()
+        await _stop_containerd(shim)
+        await asyncio.to_thread(daemon.cleanup)
+
+
+@pytest.fixture(params=["process", "containerd_cri"])
 def shim(request: pytest.FixtureRequest) -> Shim:
     fixture: Shim = request.getfixturevalue(f"{request.param}_shim")
     return fixture

@@ -76,7 +76,9 @@ async def test_container_exit_codes(shim: Shim) -> None:
     assert (ok_status.exit_code, ok_status.reason) == (0, "Completed")
     assert (bad_status.exit_code, bad_status.reason) == (3, "Error")
     assert bad_status.started_at > 0 and bad_status.finished_at >= bad_status.started_at
-    assert bad_status.image_id.startswith("sha256:")
+    assert bad_status.image_ref
+    if not shim.reference:  # containerd 1.6 leaves image_id empty
+        assert bad_status.image_id.startswith("sha256:")
 
 
 async def test_container_lifecycle_states_and_list_filters(shim: Shim) -> None:
@@ -98,10 +100,15 @@ async def test_container_lifecycle_states_and_list_filters(shim: Shim) -> None:
     assert status.exit_code == 137  # sleep as PID 1 ignores SIGTERM: killed after the grace
     for _ in range(2):
         await shim.runtime.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=1))
+    for _ in range(2):
         await shim.runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=cid))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await shim.status(cid)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    try:  # stopping what is gone: ours succeeds, containerd says NotFound (both are fine)
+        await shim.runtime.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=1))
+    except grpc.aio.AioRpcError as err:
+        assert shim.reference and err.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_sigterm_is_delivered_to_a_process_that_handles_it(shim: Shim) -> None:
@@ -120,7 +127,7 @@ async def test_logs_in_cri_format(shim: Shim) -> None:
     records = [logs.parse_record(line) for line in Path(status.log_path).read_bytes()
                .splitlines(keepends=True)]
     assert sorted((stream, tag, content) for _, stream, tag, content in records) == [
-        ("stderr", "F", b"err1"), ("stdout", "F", b"out1"), ("stdout", "F", b"tail")]
+        ("stderr", "F", b"err1"), ("stdout", "F", b"out1"), ("stdout", "P", b"tail")]
 
 
 async def test_reopen_container_log(shim: Shim) -> None:
@@ -156,8 +163,11 @@ async def test_exec_sync_runs_inside_the_container(shim: Shim) -> None:
     ps = await shim.exec(cid, "ps", "-o", "pid,comm")
     assert b"sleep" in ps.stdout  # sees the container's processes ...
     assert len(ps.stdout.splitlines()) <= 4  # ... and only those (own PID namespace)
-    missing = await shim.exec(cid, "/no/such/binary")
-    assert missing.exit_code != 0
+    try:  # ours: the shell-like exit code 127; containerd: an error
+        missing = await shim.exec(cid, "/no/such/binary")
+        assert missing.exit_code != 0
+    except grpc.aio.AioRpcError as err:
+        assert shim.reference and "/no/such/binary" in (err.details() or "")
 
 
 async def test_exec_sync_timeout(shim: Shim) -> None:
@@ -252,9 +262,10 @@ async def test_stats_from_cgroups(shim: Shim) -> None:
     stats = (await shim.runtime.ContainerStats(cri.ContainerStatsRequest(container_id=cid))).stats
     assert stats.attributes.id == cid
     assert stats.memory.working_set_bytes.value > 0
-    pod = (await shim.runtime.PodSandboxStats(
-        cri.PodSandboxStatsRequest(pod_sandbox_id=sb[0]))).stats
-    assert [c.attributes.id for c in pod.linux.containers] == [cid]
+    if not shim.reference:  # containerd 1.6: no pod stats without a cgroup_parent
+        pod = (await shim.runtime.PodSandboxStats(
+            cri.PodSandboxStatsRequest(pod_sandbox_id=sb[0]))).stats
+        assert [c.attributes.id for c in pod.linux.containers] == [cid]
     listed = await shim.runtime.ListContainerStats(cri.ListContainerStatsRequest(
         filter=cri.ContainerStatsFilter(pod_sandbox_id=sb[0])))
     assert [s.attributes.id for s in listed.stats] == [cid]
@@ -263,6 +274,12 @@ async def test_stats_from_cgroups(shim: Shim) -> None:
 async def test_container_events(shim: Shim) -> None:
     sb = await shim.run_sandbox("events")
     stream = shim.runtime.GetContainerEvents(cri.GetEventsRequest())
+    if shim.reference:  # containerd 1.6 predates evented PLEG
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stream:
+                pass
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        return
     seen: list[tuple[str, int]] = []
 
     async def collect() -> None:
@@ -308,15 +325,17 @@ async def test_running_containers_survive_a_shim_restart(shim: Shim) -> None:
 
 async def test_a_container_that_exits_while_the_shim_is_down(shim: Shim) -> None:
     sb = await shim.run_sandbox("downtime")
+    signal_dir = shim.log_dir / "signal"
+    signal_dir.mkdir(parents=True)
     cid = await shim.run(sb, "c", ["sh", "-c", "while [ ! -e /signal/go ]; do sleep 0.05; "
-                                   "done; exit 5"],
-                         mounts=[cri.Mount(container_path="/signal", host_path=str(shim.root))])
+                                   "done; touch /signal/done; exit 5"],
+                         mounts=[cri.Mount(container_path="/signal", host_path=str(signal_dir))])
     await shim.stop_fn(shim)
-    (shim.root / "go").touch()
-    await eventually(lambda: _exists(shim.root / "containers" / cid / "exit.json"))
+    (signal_dir / "go").touch()
+    await eventually(lambda: _exists(signal_dir / "done"))
     await shim.start_fn(shim)
-    status = await shim.status(cid)
-    assert (status.state, status.exit_code) == (cri.CONTAINER_EXITED, 5)
+    status = await shim.wait_exited(cid)
+    assert status.exit_code == 5
 
 
 async def _exists(path: Path) -> bool:
@@ -332,17 +351,22 @@ async def test_images_through_the_cri(shim: Shim, image_archives: dict[str, Path
     missing = await shim.images.ImageStatus(cri.ImageStatusRequest(
         image=cri.ImageSpec(image="nothing-here:1")))
     assert not missing.HasField("image")
-    pulled = await shim.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(
-        image="busybox:latest")))
-    assert pulled.image_ref == status.image.id
+    if not shim.reference:  # containerd always asks the registry, even for a stored image
+        pulled = await shim.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(
+            image="busybox:latest")))
+        assert pulled.image_ref == status.image.id
     fs = await shim.images.ImageFsInfo(cri.ImageFsInfoRequest())
-    assert fs.image_filesystems[0].used_bytes.value > 0
+    assert fs.image_filesystems[0].fs_id.mountpoint
+    if not shim.reference:  # containerd samples usage every 10 s; 0 until then
+        assert fs.image_filesystems[0].used_bytes.value > 0
     # in use: cannot be removed
     sb = await shim.run_sandbox("imguse")
     cid = await shim.create(sb, "c", ["true"])
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await shim.images.RemoveImage(cri.RemoveImageRequest(image=cri.ImageSpec(image=BUSYBOX)))
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    if not shim.reference:  # containerd lets the kubelet's image GC decide
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await shim.images.RemoveImage(cri.RemoveImageRequest(
+                image=cri.ImageSpec(image=BUSYBOX)))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     await shim.runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=cid))
     for _ in range(2):
         await shim.images.RemoveImage(cri.RemoveImageRequest(image=cri.ImageSpec(image=BUSYBOX)))
@@ -360,8 +384,9 @@ async def test_pull_from_an_unreachable_registry_fails_fast(shim: Shim) -> None:
         await asyncio.wait_for(shim.images.PullImage(cri.PullImageRequest(
             image=cri.ImageSpec(image=f"127.0.0.1:{port}/app:v1"))), 30)
     assert info.value.code() == grpc.StatusCode.UNKNOWN
-    assert "unreachable" in info.value.details()
-    assert f"127.0.0.1:{port}" in info.value.details()
+    details = info.value.details() or ""
+    assert f"127.0.0.1:{port}" in details
+    assert "unreachable" in details or (shim.reference and "connection refused" in details)
 
 
 @pytest.mark.parametrize("rpc,request_", [
@@ -383,7 +408,8 @@ async def test_unknown_ids_are_not_found(shim: Shim, rpc: str, request_: object)
 async def test_malformed_requests_are_invalid(shim: Shim) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await shim.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=cri.PodSandboxConfig()))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.code() == (grpc.StatusCode.UNKNOWN if shim.reference
+                                 else grpc.StatusCode.INVALID_ARGUMENT)
     sb = await shim.run_sandbox("bad")
     for config in [
         cri.ContainerConfig(metadata=cri.ContainerMetadata(name="c")),  # no image
@@ -394,6 +420,8 @@ async def test_malformed_requests_are_invalid(shim: Shim) -> None:
                             image=cri.ImageSpec(image=BUSYBOX),
                             envs=[cri.KeyValue(key="A=B", value="x")]),
     ]:
+        if shim.reference:  # containerd accepts some of these; ours says what is wrong
+            continue
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await shim.runtime.CreateContainer(cri.CreateContainerRequest(
                 pod_sandbox_id=sb[0], config=config, sandbox_config=sb[1]))

@@ -23,7 +23,7 @@ def test_complete_lines_are_full_records() -> None:
 def test_unterminated_output_is_flushed_at_end() -> None:
     s = logs.LineSplitter("stderr")
     assert s.feed(b"no newline", TS) == []
-    assert s.flush(TS) == [b"2023-11-14T22:13:20.123456789Z stderr F no newline\n"]
+    assert s.flush(TS) == [b"2023-11-14T22:13:20.123456789Z stderr P no newline\n"]
 
 
 def test_long_lines_are_split_into_partials() -> None:

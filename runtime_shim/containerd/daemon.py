@@ -1,0 +1,137 @@
+"""Run a private containerd (1.6, Debian's) for tests, benchmarks and local use.
+
+There is no systemd here, so whoever needs containerd starts its own: a
+``version = 2`` config with its own root, state and sockets under one
+directory, runc as the runtime, the CRI plugin with
+``restrict_oom_score_adj`` (root without CAP_SYS_RESOURCE cannot raise
+oom_score_adj), the local pause image as ``sandbox_image``, and a CNI
+conflist (bridge + host-local + portmap from /usr/lib/cni) written next to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pilothouse.runtime_shim.images.oci import PAUSE_TAG
+
+CONFIG = """version = 2
+root = "{dir}/root"
+state = "{dir}/state"
+[grpc]
+  address = "{dir}/containerd.sock"
+[ttrpc]
+  address = "{dir}/containerd.sock.ttrpc"
+[debug]
+  address = "{dir}/debug.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{dir}/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+"""
+
+
+def cni_conflist(*, name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, object]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+             "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                      "dataDir": data_dir}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+@dataclass
+class Containerd:
+    directory: Path
+    bridge: str
+    subnet: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.directory / "containerd.sock")
+
+    def start(self, timeout: float = 30.0) -> None:
+        d = self.directory
+        (d / "cni").mkdir(parents=True, exist_ok=True)
+        (d / "config.toml").write_text(CONFIG.format(dir=d, pause=PAUSE_TAG,
+                                                     cni_bin="/usr/lib/cni"))
+        (d / "cni" / "10-pilothouse.conflist").write_text(json.dumps(cni_conflist(
+            name=f"pilothouse-{self.bridge}", bridge=self.bridge, subnet=self.subnet,
+            data_dir=str(d / "ipam"))))
+        log = open(d / "containerd.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            ["containerd", "--config", str(d / "config.toml")], stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not Path(self.address).exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd did not start; see {d / 'containerd.log'}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop the daemon (its shims and containers keep running, as with systemd)."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.address)
+
+    def import_image(self, archive: Path, namespace: str = "k8s.io") -> None:
+        proc = subprocess.run(["ctr", "-a", self.address, "-n", namespace, "images", "import",
+                               str(archive)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ctr images import {archive}: {proc.stderr.strip()}")
+
+    def cleanup(self) -> None:
+        """After stop(): kill this daemon's shims, unmount its mounts, drop its bridge."""
+        self.stop()
+        root = str(self.directory)
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and \
+                        root.encode() in b" ".join(cmdline):
+                    for pid in [*_descendants(int(proc.name)), int(proc.name)]:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+            mountpoint = line.split()[4]
+            if mountpoint.startswith(root + "/"):
+                subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out += [*_descendants(int(child)), int(child)]
+    return out
