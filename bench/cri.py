@@ -1,0 +1,161 @@
+"""CRI latency: RunPodSandbox + CreateContainer + StartContainer per pod, per backend.
+
+    python bench/cri.py            # 50 pods per backend
+    python bench/cri.py --quick    # 10 pods per backend
+
+Backends: our process backend (in-process shim on a unix socket) and, as the
+reference, containerd's own CRI plugin (a private containerd, Debian's 1.6,
+runc). Each pod is one sandbox and one busybox container running ``sleep``;
+pods are created one after another and all removed at the end. Needs root.
+Ends with one line ``BENCH {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from pilothouse.runtime_shim.containerd.daemon import Containerd
+from pilothouse.runtime_shim.images import oci
+from pilothouse.runtime_shim.images.store import ImageStore
+from pilothouse.runtime_shim.process.backend import ProcessBackend
+from pilothouse.runtime_shim.server import start_server
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def run_pods(socket: str, pods: int, log_dir: Path) -> list[float]:
+    channel = grpc.aio.insecure_channel(socket)
+    runtime = cri_grpc.RuntimeServiceStub(channel)
+    latencies = []
+    try:
+        for i in range(pods):
+            config = cri.PodSandboxConfig(
+                metadata=cri.PodSandboxMetadata(name=f"bench-{i}", namespace="bench",
+                                                uid=secrets.token_hex(8)),
+                hostname=f"bench-{i}", log_directory=str(log_dir / str(i)))
+            config.linux.security_context.namespace_options.pid = cri.CONTAINER
+            container = cri.ContainerConfig(
+                metadata=cri.ContainerMetadata(name="c"),
+                image=cri.ImageSpec(image=oci.BUSYBOX_TAG), command=["sleep", "3600"],
+                log_path="c.log")
+            container.linux.security_context.namespace_options.pid = cri.CONTAINER
+            start = time.perf_counter()
+            sid = (await runtime.RunPodSandbox(
+                cri.RunPodSandboxRequest(config=config))).pod_sandbox_id
+            cid = (await runtime.CreateContainer(cri.CreateContainerRequest(
+                pod_sandbox_id=sid, config=container, sandbox_config=config))).container_id
+            await runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+            latencies.append(time.perf_counter() - start)
+    finally:
+        listed = await runtime.ListPodSandbox(cri.ListPodSandboxRequest())
+        for sb in listed.items:
+            await runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
+        await channel.close()
+    return latencies
+
+
+async def bench_process(pods: int, workdir: Path, archive: Path) -> list[float]:
+    root = workdir / "process"
+    ImageStore(root / "images").import_archive(archive)
+    tag = secrets.token_hex(3)
+    backend = ProcessBackend(root=root, bridge=f"phb{tag}", pod_cidr="10.213.0.0/16",
+                             cgroup_parent=f"/pilothouse-bench-{tag}")
+    socket = f"unix://{workdir}/p.sock"
+    server = await start_server(backend, socket)
+    try:
+        return await run_pods(socket, pods, workdir / "plogs")
+    finally:
+        await server.stop(None)
+        await backend.close()
+        subprocess.run(["ip", "link", "del", f"phb{tag}"], capture_output=True, check=False)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            top = hierarchy / f"pilothouse-bench-{tag}"
+            if top.is_dir():
+                for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
+                    if d.is_dir():
+                        d.rmdir()
+                top.rmdir()
+
+
+async def bench_containerd(pods: int, workdir: Path, archives: list[Path]) -> list[float]:
+    daemon = Containerd(workdir / "ctd", bridge=f"phb{secrets.token_hex(3)}",
+                        subnet="10.214.0.0/16")
+    await asyncio.to_thread(daemon.start)
+    try:
+        for archive in archives:
+            await asyncio.to_thread(daemon.import_image, archive)
+        channel = grpc.aio.insecure_channel(f"unix://{daemon.address}")
+        runtime = cri_grpc.RuntimeServiceStub(channel)
+        deadline = time.monotonic() + 30
+        while True:  # the CRI plugin initialises after the socket appears
+            try:
+                await runtime.Status(cri.StatusRequest())
+                break
+            except grpc.aio.AioRpcError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        await channel.close()
+        return await run_pods(f"unix://{daemon.address}", pods, workdir / "clogs")
+    finally:
+        await asyncio.to_thread(daemon.cleanup)
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "mean_ms": round(statistics.mean(latencies) * 1000, 1)}
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 pods per backend")
+    parser.add_argument("--pods", type=int)
+    parser.add_argument("--skip-containerd", action="store_true")
+    opts = parser.parse_args()
+    pods = opts.pods or (10 if opts.quick else 50)
+    figures: dict[str, object] = {"pods": pods}
+    workdir = Path(tempfile.mkdtemp(prefix="phbench-", dir="/tmp"))
+    try:
+        busybox, pause = workdir / "busybox.tar", workdir / "pause.tar"
+        oci.write_oci_layout(busybox, [oci.build_busybox()])
+        oci.write_oci_layout(pause, [oci.build_pause()])
+        process = summary(await bench_process(pods, workdir, busybox))
+        figures["process"] = process
+        print(f"process backend:     p50 {process['p50_ms']} ms  p99 {process['p99_ms']} ms",
+              file=sys.stderr)
+        if not opts.skip_containerd and shutil.which("containerd"):
+            reference = summary(await bench_containerd(pods, workdir, [busybox, pause]))
+            figures["containerd_cri"] = reference
+            figures["process_vs_containerd_p50"] = round(
+                process["p50_ms"] / reference["p50_ms"], 2)
+            print(f"containerd CRI:      p50 {reference['p50_ms']} ms  "
+                  f"p99 {reference['p99_ms']} ms", file=sys.stderr)
+        else:
+            figures["containerd_cri"] = "not run (containerd not installed or skipped)"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("BENCH " + json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

@@ -1,0 +1,1 @@
+"""Local OCI images: build, store, import, pull; the CRI ImageService over them."""

@@ -1,0 +1,1 @@
+"""The process backend: pod sandboxes as namespaces, containers as supervised processes."""
