@@ -42,11 +42,10 @@ def make_backend(args: argparse.Namespace) -> RuntimeBackend:
 
         return ProcessBackend(root=args.root, bridge=args.bridge, pod_cidr=args.pod_cidr,
                               cgroup_parent=args.cgroup_parent)
-    from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
-
-    return ContainerdBackend(root=args.root, address=args.containerd_address,
-                             namespace=args.containerd_namespace, bridge=args.bridge,
-                             pod_cidr=args.pod_cidr, cni_bin_dir=args.cni_bin_dir)
+    raise ValueError(
+        "the containerd backend (driving containerd's gRPC API) is not implemented yet; "
+        "until it is, point CRI clients at containerd's own CRI socket "
+        f"(unix://{args.containerd_address}) or use --backend process")
 
 
 def run(args: argparse.Namespace) -> int:

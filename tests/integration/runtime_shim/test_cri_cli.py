@@ -1,0 +1,62 @@
+"""``pilothouse runtime-shim`` and ``pilothouse image`` as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+
+PILOTHOUSE = [sys.executable, "-m", "pilothouse.cli"]
+pytestmark = pytest.mark.slow
+
+
+def test_bad_listen_address_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([*PILOTHOUSE, "runtime-shim", "--listen", "tcp://0.0.0.0:1",
+                           "--root", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "unix:///ABSOLUTE/PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_containerd_backend_says_what_to_do_instead(tmp_path: Path) -> None:
+    proc = subprocess.run([*PILOTHOUSE, "runtime-shim", "--backend", "containerd",
+                           "--listen", f"unix://{tmp_path}/s.sock", "--root", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "containerd's own CRI socket" in proc.stderr
+
+
+def test_shim_process_serves_and_stops_on_sigterm(short_dir: Path) -> None:
+    socket = short_dir / "cri.sock"
+    proc = subprocess.Popen([*PILOTHOUSE, "runtime-shim", "--listen", f"unix://{socket}",
+                             "--root", str(short_dir / "root"), "--bridge",
+                             f"phx{os.getpid() % 100000}", "--pod-cidr", "10.215.0.0/24"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the shim did not create its socket"
+            time.sleep(0.02)
+        with grpc.insecure_channel(f"unix://{socket}") as channel:
+            stub = cri_grpc.RuntimeServiceStub(channel)
+            version = stub.Version(cri.VersionRequest(), timeout=10)
+        assert version.runtime_name == "pilothouse-process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "link", "del", f"phx{os.getpid() % 100000}"],
+                       capture_output=True, check=False)
