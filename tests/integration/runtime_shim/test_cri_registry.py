@@ -44,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
             return header == f"Bearer {TOKEN}"
         return True
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.server.requests.append(self.path)
         if self.path.startswith("/token"):
             ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(
