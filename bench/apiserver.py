@@ -265,7 +265,8 @@ def start_apiserver(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     with open(tmp / "apiserver.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "pilothouse.cli", "apiserver",
-                                 "--data-dir", str(tmp / "data"), "--port", str(port)],
+                                 "--data-dir", str(tmp / "data"), "--port", str(port),
+                                 "--grpc-port", "0"],
                                 stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

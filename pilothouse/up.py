@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help=f"cluster state and kubeconfig (default: {default_data_dir()})")
     parser.add_argument("--port", type=int, default=6443, help="apiserver port (0: any free)")
+    parser.add_argument("--grpc-port", type=int, default=6444,
+                        help="apiserver gRPC port (0: any free)")
     parser.add_argument("--bind-address", default="127.0.0.1")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -63,9 +65,9 @@ async def _up(args: argparse.Namespace) -> int:
     progress = Progress(total=2)
     t = progress.begin(f"starting the apiserver (state in {data_dir})")
     apiserver = APIServer(APIServerConfig(data_dir=data_dir, host=args.bind_address,
-                                          port=args.port))
+                                          port=args.port, grpc_port=args.grpc_port))
     await apiserver.start()
-    progress.done(t, apiserver.url)
+    progress.done(t, f"REST {apiserver.url}, gRPC {apiserver.grpc_address}")
     t = progress.begin("writing the admin kubeconfig")
     kubeconfig = write_kubeconfig(data_dir / "kubeconfig", apiserver.url)
     progress.done(t, str(kubeconfig))

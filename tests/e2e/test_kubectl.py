@@ -39,6 +39,11 @@ def test_apply_multi_document_manifest_twice(cluster: Cluster, ns: str) -> None:
     secret = json.loads(cluster.kubectl("get", "-n", ns, "secret", "db-credentials",
                                         "-o", "json").stdout)
     assert set(secret["data"]) == {"username", "password"}
+    # stringData is write-only: merged into data by the server.
+    cluster.kubectl("create", "-n", ns, "secret", "generic", "plain", "--from-literal=a=b")
+    cluster.kubectl("patch", "-n", ns, "secret", "plain", "-p", '{"stringData":{"c":"d"}}')
+    plain = json.loads(cluster.kubectl("get", "-n", ns, "secret", "plain", "-o", "json").stdout)
+    assert plain["data"] == {"a": "Yg==", "c": "ZA=="} and "stringData" not in plain
     svc = json.loads(cluster.kubectl("get", "-n", ns, "svc", "my-service", "-o", "json").stdout)
     assert svc["spec"]["clusterIP"].startswith("10.")
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
