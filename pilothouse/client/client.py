@@ -221,7 +221,7 @@ def connect(url: str, *, kinds: KindRegistry | None = None, timeout: float = 30.
 
         return Client(RestTransport(url, kinds=kinds, timeout=timeout))
     if url.startswith("grpc://"):
-        from pilothouse.client.grpc import GrpcTransport
+        from pilothouse.client.grpc_transport import GrpcTransport
 
         return Client(GrpcTransport(url.removeprefix("grpc://"), kinds=kinds, timeout=timeout))
     raise ValueError(f"unsupported apiserver URL {url!r}: expected http(s)://host:port "

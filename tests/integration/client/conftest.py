@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pilothouse.client import Client
+from pilothouse.client.grpc_transport import GrpcTransport
 from pilothouse.client.rest import RestTransport
 from pilothouse.services.apiserver.server import APIServer, APIServerConfig
 
@@ -24,12 +25,14 @@ async def apiserver(tmp_path: Path) -> AsyncIterator[APIServer]:
         await server.stop()
 
 
-TRANSPORTS = ["rest"]
+TRANSPORTS = ["rest", "grpc"]
 
 
 def make_client(apiserver: APIServer, transport: str) -> Client:
     if transport == "rest":
         return Client(RestTransport(apiserver.url, timeout=10))
+    if transport == "grpc":
+        return Client(GrpcTransport(apiserver.grpc_address, timeout=10))
     raise AssertionError(f"unknown transport {transport}")
 
 

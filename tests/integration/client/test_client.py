@@ -168,3 +168,43 @@ async def test_unreachable_server_is_a_connection_error() -> None:
     async with Client(RestTransport("http://127.0.0.1:9", timeout=2)) as client:
         with pytest.raises(APIConnectionError):
             await client.get(core_pb2.ConfigMap, "x", namespace="default")
+
+
+async def test_unreachable_grpc_server_is_a_connection_error() -> None:
+    from pilothouse.client import APIConnectionError
+    from pilothouse.client.grpc_transport import GrpcTransport
+
+    async with Client(GrpcTransport("127.0.0.1:9", timeout=2)) as client:
+        with pytest.raises(APIConnectionError):
+            await client.get(core_pb2.ConfigMap, "x", namespace="default")
+
+
+async def test_connect_picks_the_transport_from_the_url(apiserver: APIServer) -> None:
+    from pilothouse.client import connect
+    from pilothouse.client.grpc_transport import GrpcTransport
+    from pilothouse.client.rest import RestTransport
+
+    for url, transport in ((apiserver.url, RestTransport),
+                           (f"grpc://{apiserver.grpc_address}", GrpcTransport)):
+        async with connect(url) as client:
+            assert isinstance(client.transport, transport)
+            await client.create(make_cm(f"via-{transport.__name__.lower()}"))
+    with pytest.raises(ValueError, match="unsupported apiserver URL"):
+        connect("ftp://example")
+
+
+async def test_eviction_over_rest_deletes_the_pod(apiserver: APIServer) -> None:
+    async with make_client(apiserver, "rest") as client:
+        await client.create(make_pod("victim"))
+        await client.evict("default", "victim", grace_period_seconds=0)
+        with pytest.raises(APIError) as info:
+            await client.get(core_pb2.Pod, "victim", namespace="default")
+        assert info.value.is_not_found()
+
+
+async def test_eviction_over_grpc_is_a_clear_error(apiserver: APIServer) -> None:
+    async with make_client(apiserver, "grpc") as client:
+        await client.create(make_pod("victim"))
+        with pytest.raises(APIError) as info:
+            await client.evict("default", "victim")
+        assert info.value.code == 405 and "REST" in info.value.message

@@ -72,7 +72,8 @@ async def test_informer_relists_after_the_apiserver_restarts(tmp_path: Path,
                                                              transport: str) -> None:
     """A restart loses the watch cache window: resuming gets 410, the informer relists,
     and a delete that happened while it was away arrives as a tombstone."""
-    config = APIServerConfig(data_dir=tmp_path / transport, port=free_port())
+    config = APIServerConfig(data_dir=tmp_path / transport, port=free_port(),
+                             grpc_port=free_port())
     server = APIServer(config)
     await server.start()
     client = make_client(server, transport)
