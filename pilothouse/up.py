@@ -9,13 +9,13 @@ SIGTERM. Running it again on the same data dir resumes the same cluster.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
 from pathlib import Path
 
 from pilothouse.logs import setup_logging
+from pilothouse.loop import run_event_loop
 from pilothouse.storage.interface import StorageError
 
 
@@ -82,7 +82,7 @@ async def _up(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, verbose=args.verbose)
     try:
-        return asyncio.run(_up(args))
+        return run_event_loop(_up(args))
     except (OSError, StorageError) as exc:
         print(f"pilothouse up failed: {exc}", file=sys.stderr)
         return 1

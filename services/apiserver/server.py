@@ -27,6 +27,7 @@ import uvicorn
 
 from pilothouse.api.kinds import KindRegistry
 from pilothouse.logs import setup_logging
+from pilothouse.loop import run_event_loop
 from pilothouse.services.apiserver import strategies  # noqa: F401  (registers strategies)
 from pilothouse.services.apiserver.grpc_frontend import GRPCServer
 from pilothouse.services.apiserver.metrics import APIServerMetrics
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         await run_until_signalled(server)
 
     try:
-        asyncio.run(main())
+        run_event_loop(main())
     except (OSError, StorageError) as exc:
         log.error("apiserver failed: %s", exc)
         return 1

@@ -118,6 +118,9 @@ class CacheEvent:
     rv: int
 
 
+# Put into a watcher's queue by its own timer (deadline, bookmark): not an event.
+TICK: Any = object()
+
 # A watcher's filter: does this object (labels, fields) match?
 Matcher = Callable[[CachedObject], bool]
 
