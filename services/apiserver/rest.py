@@ -224,6 +224,10 @@ class RestAPI:
             return Response(500, b"[-]registry failed: not started\nreadyz check failed",
                             "text/plain; charset=utf-8")
         if path == "/metrics":
+            # Object counts come from the watch caches, which hold every object.
+            for store in self.registry.stores.values():
+                self.metrics.storage_objects.labels(store.kind.resource).set(
+                    len(store.cache.objects))
             return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         if path == "/version":
             return Response(200, dumps(discovery.version_info()))

@@ -350,6 +350,7 @@ async def test_metrics_and_health(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     assert 'apiserver_request_total{code="200"' in text
     assert 'resource="configmaps"' in text
+    assert 'apiserver_storage_objects{resource="namespaces"} 4.0' in text
 
 
 @pytest.mark.parametrize("method,path,body,headers,code,reason", [
