@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=6444,
                         help="apiserver gRPC port (0: any free)")
     parser.add_argument("--bind-address", default="127.0.0.1")
+    parser.add_argument("--http2", action="store_true",
+                        help="serve HTTP/2 (h2c) beside HTTP/1.1 on the apiserver port")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -65,7 +67,8 @@ async def _up(args: argparse.Namespace) -> int:
     progress = Progress(total=2)
     t = progress.begin(f"starting the apiserver (state in {data_dir})")
     apiserver = APIServer(APIServerConfig(data_dir=data_dir, host=args.bind_address,
-                                          port=args.port, grpc_port=args.grpc_port))
+                                          port=args.port, grpc_port=args.grpc_port,
+                                          http2=args.http2))
     await apiserver.start()
     progress.done(t, f"REST {apiserver.url}, gRPC {apiserver.grpc_address}")
     t = progress.begin("writing the admin kubeconfig")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,7 @@ class APIServerConfig:
     grpc_port: int | None = 0  # the gRPC frontend (0: any free port; None: not served)
     service_cidr: str = DEFAULT_SERVICE_CIDR
     node_port_range: str = DEFAULT_NODE_PORTS
+    http2: bool = False  # serve HTTP/1.1 and HTTP/2 (hypercorn) instead of HTTP/1.1 only
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_storage_url(self) -> str:
@@ -74,6 +76,7 @@ class APIServer:
         self.app: RestAPI | None = None
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self._hypercorn_stop: asyncio.Event | None = None
         self.grpc: GRPCServer | None = None
         self.port = config.port
         self.grpc_port = config.grpc_port or 0
@@ -100,6 +103,22 @@ class APIServer:
         self.app = RestAPI(self.registry, metrics=self.metrics,
                            server_address=f"{self.config.host}:{self.config.port}",
                            is_ready=lambda: self.ready)
+        if self.config.http2:
+            await self._serve_hypercorn()
+        else:
+            await self._serve_uvicorn()
+        self.app.server_address = f"{self.config.host}:{self.port}"
+        if self.config.grpc_port is not None:
+            self.grpc = GRPCServer(self.registry, metrics=self.metrics)
+            self.grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+            await self.grpc.set_serving(True)
+            log.info("apiserver gRPC listening", extra={"address": self.grpc_address})
+        self.ready = True
+        log.info("apiserver listening", extra={"url": self.url})
+
+    async def _serve_uvicorn(self) -> None:
+        """HTTP/1.1 with httptools: the fastest path, the default."""
+        assert self.app is not None
         # uvicorn binds the socket itself: a socket passed in loses TCP_NODELAY on
         # accepted connections, which costs 40 ms per keep-alive request.
         uv_config = uvicorn.Config(self.app, host=self.config.host, port=self.config.port,
@@ -115,14 +134,33 @@ class APIServer:
                 raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.app.server_address = f"{self.config.host}:{self.port}"
-        if self.config.grpc_port is not None:
-            self.grpc = GRPCServer(self.registry, metrics=self.metrics)
-            self.grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-            await self.grpc.set_serving(True)
-            log.info("apiserver gRPC listening", extra={"address": self.grpc_address})
-        self.ready = True
-        log.info("apiserver listening", extra={"url": self.url})
+
+    async def _serve_hypercorn(self) -> None:
+        """HTTP/1.1 and HTTP/2 (h2c, prior knowledge or upgrade) on one port."""
+        assert self.app is not None
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        port = self.config.port or _free_port(self.config.host)
+        config = Config()
+        config.bind = [f"{self.config.host}:{port}"]
+        config.accesslog = None
+        config.errorlog = None
+        config.keep_alive_timeout = 120
+        config.graceful_timeout = 2
+        self._hypercorn_stop = asyncio.Event()
+        self._serve_task = asyncio.create_task(
+            serve(self.app, config, shutdown_trigger=self._hypercorn_stop.wait,  # type: ignore[arg-type]
+                  mode="asgi"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await _listening(self.config.host, port):
+            if self._serve_task.done():
+                self._serve_task.result()
+                raise OSError(f"cannot listen on {self.config.host}:{port}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise OSError(f"HTTP/2 server did not start on {self.config.host}:{port}")
+            await asyncio.sleep(0.02)
+        self.port = port
 
     async def _seed_allocators(self) -> None:
         """Mark cluster IPs and node ports of stored Services as taken."""
@@ -138,6 +176,8 @@ class APIServer:
             await self.grpc.stop()
         if self._server is not None:
             self._server.should_exit = True
+        if self._hypercorn_stop is not None:
+            self._hypercorn_stop.set()
         if self._serve_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._serve_task, 5)
@@ -153,6 +193,21 @@ class APIServer:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _listening(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
 
 
 def write_kubeconfig(path: Path, url: str, *, name: str = "pilothouse") -> Path:
@@ -210,6 +265,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="port of the gRPC frontend (0: any free port)")
     parser.add_argument("--service-cluster-ip-range", default=DEFAULT_SERVICE_CIDR)
     parser.add_argument("--service-node-port-range", default=DEFAULT_NODE_PORTS)
+    parser.add_argument("--http2", action="store_true",
+                        help="serve HTTP/2 (h2c) beside HTTP/1.1 (slower HTTP/1.1 path)")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -218,7 +275,7 @@ def config_from_args(args: argparse.Namespace) -> APIServerConfig:
     return APIServerConfig(data_dir=args.data_dir, storage_url=args.storage,
                            host=args.bind_address, port=args.port, grpc_port=args.grpc_port,
                            service_cidr=args.service_cluster_ip_range,
-                           node_port_range=args.service_node_port_range)
+                           node_port_range=args.service_node_port_range, http2=args.http2)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -426,3 +426,19 @@ async def test_watch_many_watchers_one_update(client: httpx.AsyncClient) -> None
     await wait_for(all_registered)
     await client.post(CM, json=configmap("fan"))
     assert await asyncio.gather(*tasks) == ["fan"] * 20
+
+
+async def test_http2_and_http1_on_one_port(tmp_path: Path) -> None:
+    config = APIServerConfig(data_dir=tmp_path / "h2", port=0, grpc_port=None, http2=True)
+    async with APIServer(config) as server:
+        async with httpx.AsyncClient(base_url=server.url, http1=False, http2=True) as h2:
+            r = await h2.post(CM, json=configmap("over-h2"))
+            assert r.status_code == 201, r.text
+            assert r.http_version == "HTTP/2"
+            async with h2.stream("GET", CM, params={"watch": "1"}) as response:
+                event = await WatchStream(response).next()
+            assert event["object"]["metadata"]["name"] == "over-h2"
+        async with httpx.AsyncClient(base_url=server.url) as h1:
+            r = await h1.get(f"{CM}/over-h2")
+            assert r.http_version == "HTTP/1.1"
+            assert r.json()["metadata"]["name"] == "over-h2"
