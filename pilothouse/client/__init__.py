@@ -14,6 +14,16 @@ from pilothouse.client.errors import (
     is_gone,
     is_not_found,
 )
+from pilothouse.client.events import EventRecorder
+from pilothouse.client.informer import (
+    DeletedFinalStateUnknown,
+    Informer,
+    SharedInformerFactory,
+    copy_object,
+    meta_namespace_key,
+    split_key,
+)
+from pilothouse.client.leaderelection import LeaderElector
 from pilothouse.client.transport import (
     DeleteOptions,
     ListOptions,
@@ -22,6 +32,7 @@ from pilothouse.client.transport import (
     WatchEvent,
     WatchOptions,
 )
+from pilothouse.client.workqueue import ShutDown, WorkQueue, run_worker
 
 __all__ = [
     "APIConnectionError",
@@ -29,14 +40,25 @@ __all__ = [
     "Client",
     "ClientError",
     "DeleteOptions",
+    "DeletedFinalStateUnknown",
+    "EventRecorder",
+    "Informer",
+    "LeaderElector",
     "ListOptions",
     "ObjectList",
+    "SharedInformerFactory",
+    "ShutDown",
     "Transport",
     "WatchEvent",
     "WatchOptions",
+    "WorkQueue",
     "connect",
+    "copy_object",
     "is_already_exists",
     "is_conflict",
     "is_gone",
     "is_not_found",
+    "meta_namespace_key",
+    "run_worker",
+    "split_key",
 ]
