@@ -75,7 +75,9 @@ async def test_container_exit_codes(shim: Shim) -> None:
     bad_status = await shim.wait_exited(bad)
     assert (ok_status.exit_code, ok_status.reason) == (0, "Completed")
     assert (bad_status.exit_code, bad_status.reason) == (3, "Error")
-    assert bad_status.started_at > 0 and bad_status.finished_at >= bad_status.started_at
+    assert bad_status.started_at > 0 and bad_status.finished_at > 0
+    if not shim.reference:  # containerd may stamp a fast exit before its start time
+        assert bad_status.finished_at >= bad_status.started_at
     assert bad_status.image_ref
     if not shim.reference:  # containerd 1.6 leaves image_id empty
         assert bad_status.image_id.startswith("sha256:")
@@ -287,10 +289,15 @@ async def test_container_events(shim: Shim) -> None:
             seen.append((event.container_id, event.container_event_type))
 
     task = asyncio.create_task(collect())
-    probe = await shim.create(sb, "probe", ["true"])  # first event proves the subscription
+    probes: list[str] = []
 
     async def subscribed() -> bool:
-        return any(cid == probe for cid, _ in seen)
+        # the server subscribes when the stream's handler runs, which may be after an RPC
+        # sent later: create probe containers until the stream shows one
+        if any(cid in probes for cid, _ in seen):
+            return True
+        probes.append(await shim.create(sb, f"probe-{len(probes)}", ["true"]))
+        return False
 
     await eventually(subscribed)
     cid = await shim.run(sb, "c", ["sh", "-c", "exit 0"])
