@@ -231,8 +231,9 @@ class Informer(Generic[M]):
     def __init__(self, client: Client, cls: type[M], *, namespace: str = "",
                  label_selector: str = "", field_selector: str = "",
                  resync_period: float | None = None, clock: AsyncClock | None = None,
-                 page_size: int = LIST_PAGE_SIZE) -> None:
+                 page_size: int = LIST_PAGE_SIZE, max_backoff: float = BACKOFF_MAX) -> None:
         self.client = client
+        self.max_backoff = max_backoff
         self.cls = cls
         self.kind: Kind = client.kind_of(cls)
         self.namespace = namespace
@@ -372,7 +373,7 @@ class Informer(Generic[M]):
             except ClientError as exc:  # APIConnectionError and friends
                 log.warning("%s: %s; retrying in %.1fs", self.kind.resource, exc, backoff)
             await self.clock.sleep(backoff * random.uniform(1.0, 1.2))
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            backoff = min(backoff * 2, self.max_backoff)
 
     async def _list_and_replace(self) -> None:
         listed = await self.client.list_all(

@@ -77,7 +77,8 @@ async def test_informer_relists_after_the_apiserver_restarts(tmp_path: Path,
     server = APIServer(config)
     await server.start()
     client = make_client(server, transport)
-    informer = Informer(client, core_pb2.ConfigMap, namespace="default")
+    # A short back-off cap: the outage below can last long on a busy machine.
+    informer = Informer(client, core_pb2.ConfigMap, namespace="default", max_backoff=1.0)
     deletes: list[Any] = []
     informer.add_event_handler(on_delete=deletes.append)
     task = asyncio.create_task(informer.run())
