@@ -40,7 +40,7 @@ from pilothouse.api.serialization import (
     dumps,
     object_to_dict,
 )
-from pilothouse.services.apiserver import discovery, errors, operations, tables
+from pilothouse.services.apiserver import discovery, errors, operations, proxy, tables
 from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.openapi import OpenAPIDocuments
@@ -328,6 +328,12 @@ class RestAPI:
             return None
         if t.watch_path:
             raise _not_found_path()
+        if t.subresource == "log" and t.kind.plural == "pods" and not t.kind.group:
+            labels["verb"] = "CONNECT"
+            if method != "GET":
+                raise errors.method_not_supported("pods/log", method)
+            await self._pod_log(request, t, store, send)
+            return None
         if t.subresource:
             return await self._subresource(request, t, store, labels)
         if not t.name:
@@ -610,6 +616,39 @@ class RestAPI:
             503, "ServiceUnavailable",
             f"{t.kind.plural}/{sub} needs a kubelet to proxy to, and no kubelet serves it yet",
             kind=t.kind.plural, name=t.name)
+
+    async def _pod_log(self, request: Request, t: Target, store: ResourceStore,
+                       send: Send) -> None:
+        """pods/log, streamed from the kubelet of the pod's node (proxy.py)."""
+        for number in ("tailLines", "sinceSeconds", "limitBytes"):
+            value = request.query.get(number)
+            if value is not None and not value.lstrip("-").isdigit():
+                raise errors.bad_request(f"{number} must be an integer, got {value!r}")
+        pod: Any = await store.get(t.namespace, t.name)
+        container = proxy.log_container(pod, request.query.get("container", ""))
+        if not pod.spec.nodeName:
+            raise errors.bad_request(
+                f'container "{container}" in pod "{t.name}" is waiting to start: '
+                "the pod is not scheduled to a node yet")
+        nodes = self.registry.store_for("", "nodes")
+        node = await nodes.get("", pod.spec.nodeName)
+        url = proxy.log_url(proxy.kubelet_endpoint(node), t.namespace, t.name, container,
+                            request.query)
+        chunks = proxy.stream(url)
+        status, content_type, _ = await anext(chunks)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode())]})
+        try:
+            async for _, _, chunk in chunks:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+        except StatusError:
+            pass  # the kubelet went away mid-stream: end the response
+        finally:
+            await chunks.aclose()
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _scale(self, request: Request, t: Target, store: ResourceStore) -> Response:
         def to_scale(obj: Any) -> dict[str, Any]:
