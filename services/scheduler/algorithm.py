@@ -1,0 +1,269 @@
+"""One scheduling attempt's pure core: find feasible nodes, score them, pick one.
+
+Kubernetes' ``schedulePod``: PreFilter; Filter over the nodes starting at a
+round-robin index until ``num_feasible_nodes_to_find`` nodes fit (so a big
+cluster is not scanned whole for every pod); PreScore and Score over those;
+the best total wins, ties broken at random. No I/O: the scheduler wraps this.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pilothouse.services.scheduler.framework import (
+    CycleState,
+    Framework,
+    NodeInfo,
+    NodeToStatus,
+    PodInfo,
+    ScoreRecord,
+    Snapshot,
+    Status,
+)
+from pilothouse.services.scheduler.framework.status import Code
+
+__all__ = [
+    "DEFAULT_PERCENTAGE_OF_NODES_TO_SCORE",
+    "Diagnosis",
+    "FitError",
+    "ScheduleResult",
+    "SchedulingAlgorithm",
+    "num_feasible_nodes_to_find",
+]
+
+MIN_FEASIBLE_NODES_TO_FIND = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
+BASE_PERCENTAGE_OF_NODES_TO_SCORE = 50
+#: 0 means adaptive (Kubernetes' default).
+DEFAULT_PERCENTAGE_OF_NODES_TO_SCORE = 0
+
+NO_NODE_AVAILABLE = "0/{} nodes are available"
+
+
+def num_feasible_nodes_to_find(percentage: int | None, num_all_nodes: int) -> int:
+    """How many feasible nodes to find before scoring (Kubernetes' adaptive rule).
+
+    Clusters under 100 nodes, or a percentage of 100, check every node. The
+    adaptive default is 50% minus 1% per 125 nodes, at least 5%, at least 100 nodes.
+    """
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND or (percentage or 0) >= 100:
+        return num_all_nodes
+    adaptive = percentage or 0
+    if adaptive <= 0:
+        adaptive = BASE_PERCENTAGE_OF_NODES_TO_SCORE - num_all_nodes // 125
+        adaptive = max(adaptive, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    num = num_all_nodes * adaptive // 100
+    return max(num, MIN_FEASIBLE_NODES_TO_FIND)
+
+
+@dataclass
+class Diagnosis:
+    node_to_status: NodeToStatus = field(default_factory=dict)
+    #: Plugins that rejected the pod somewhere (the queue moves it back on their events).
+    unschedulable_plugins: set[str] = field(default_factory=set)
+    pre_filter_msg: str = ""
+    post_filter_msg: str = ""
+
+
+class FitError(Exception):
+    """The pod fits on no node; ``str()`` is Kubernetes' FailedScheduling message."""
+
+    def __init__(self, pod: PodInfo, num_all_nodes: int, diagnosis: Diagnosis) -> None:
+        super().__init__()
+        self.pod = pod
+        self.num_all_nodes = num_all_nodes
+        self.diagnosis = diagnosis
+
+    def histogram(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for status in self.diagnosis.node_to_status.values():
+            for reason in status.reasons:
+                counts[reason] += 1
+        return counts
+
+    def __str__(self) -> str:
+        msg = NO_NODE_AVAILABLE.format(self.num_all_nodes) + ":"
+        if self.diagnosis.pre_filter_msg:
+            msg += f" {self.diagnosis.pre_filter_msg}."
+        else:
+            reasons = sorted(f"{n} {r}" for r, n in self.histogram().items())
+            if reasons:
+                msg += f" {', '.join(reasons)}."
+        if self.diagnosis.post_filter_msg:
+            msg += f" {self.diagnosis.post_filter_msg}."
+        return msg
+
+
+@dataclass
+class ScheduleResult:
+    suggested_host: str
+    evaluated_nodes: int
+    feasible_nodes: int
+    #: For explain: the scored nodes (in order) and each plugin's scores.
+    scored_nodes: list[str] = field(default_factory=list)
+    totals: list[int] = field(default_factory=list)
+    score_records: list[ScoreRecord] = field(default_factory=list)
+    node_to_status: NodeToStatus = field(default_factory=dict)
+
+
+class SchedulingAlgorithm:
+    """Kubernetes' ``schedulePod`` with its round-robin start index."""
+
+    def __init__(self, *, rng: random.Random | None = None,
+                 percentage_of_nodes_to_score: int | None = None) -> None:
+        self.rng = rng or random.Random()
+        self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
+        self.next_start_node_index = 0
+
+    def schedule(self, fwk: Framework, state: CycleState, pod: PodInfo, snapshot: Snapshot,
+                 *, record: bool = False) -> ScheduleResult:
+        """Pick a node, or raise ``FitError`` (fits nowhere) / ``SchedulingError``."""
+        all_nodes = snapshot.node_info_list
+        if not all_nodes:
+            raise FitError(pod, 0, Diagnosis())
+        feasible, diagnosis, evaluated = self.find_nodes_that_fit(fwk, state, pod, snapshot)
+        if not feasible:
+            raise FitError(pod, len(all_nodes), diagnosis)
+        if len(feasible) == 1:
+            return ScheduleResult(feasible[0].name, evaluated, 1, [feasible[0].name],
+                                  node_to_status=diagnosis.node_to_status)
+        records: list[ScoreRecord] | None = [] if record else None
+        status = fwk.run_pre_score(state, pod, feasible)
+        if status is not None:
+            raise SchedulingError(status)
+        totals = fwk.run_score(state, pod, feasible, records)
+        if isinstance(totals, Status):
+            raise SchedulingError(totals)
+        host = self.select_host(feasible, totals)
+        result = ScheduleResult(host, evaluated, len(feasible),
+                                node_to_status=diagnosis.node_to_status)
+        if record:
+            result.scored_nodes = [n.name for n in feasible]
+            result.totals = totals
+            result.score_records = records or []
+        return result
+
+    def select_host(self, nodes: list[NodeInfo], totals: list[int]) -> str:
+        """The best-scoring node; ties broken uniformly at random."""
+        best = max(totals)
+        ties = [i for i, t in enumerate(totals) if t == best]
+        i = ties[0] if len(ties) == 1 else ties[self.rng.randrange(len(ties))]
+        return nodes[i].name
+
+    def find_nodes_that_fit(self, fwk: Framework, state: CycleState, pod: PodInfo,
+                            snapshot: Snapshot) -> tuple[list[NodeInfo], Diagnosis, int]:
+        """(feasible nodes, diagnosis, how many nodes were evaluated)."""
+        diagnosis = Diagnosis()
+        all_nodes = snapshot.node_info_list
+        pre_result, status = fwk.run_pre_filter(state, pod, all_nodes)
+        if status is not None:
+            if status.code is Code.ERROR:
+                raise SchedulingError(status)
+            diagnosis.pre_filter_msg = status.message()
+            if status.plugin:
+                diagnosis.unschedulable_plugins.add(status.plugin)
+            for ni in all_nodes:
+                diagnosis.node_to_status[ni.name] = status
+            return [], diagnosis, 0
+        # A nominated node (from an earlier preemption) is tried first, alone.
+        nominated = pod.pod.status.nominatedNodeName
+        if nominated:
+            nominated_info = snapshot.get(nominated)
+            if nominated_info is not None:
+                s = fwk.run_filter_with_nominated_pods(state, pod, nominated_info)
+                if s is None:
+                    return [nominated_info], diagnosis, 1
+                if s.code is Code.ERROR:
+                    raise SchedulingError(s)
+        nodes = all_nodes
+        if pre_result is not None and pre_result.node_names is not None:
+            names = pre_result.node_names
+            nodes = [n for n in all_nodes if n.name in names]
+            absent = Status.unresolvable(
+                "node(s) didn't satisfy plugin(s) [" +
+                ", ".join(sorted(p.name for p in fwk.pre_filter_plugins)) + "]")
+            for n in all_nodes:
+                if n.name not in names:
+                    diagnosis.node_to_status[n.name] = absent
+        feasible, evaluated = self._filter(fwk, state, pod, nodes, diagnosis.node_to_status,
+                                           len(all_nodes))
+        for s in diagnosis.node_to_status.values():
+            if s.plugin:
+                diagnosis.unschedulable_plugins.add(s.plugin)
+        return feasible, diagnosis, evaluated
+
+    def _filter(self, fwk: Framework, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                statuses: NodeToStatus, num_all: int) -> tuple[list[NodeInfo], int]:
+        n = len(nodes)
+        if n == 0:
+            return [], 0
+        to_find = num_feasible_nodes_to_find(
+            fwk.percentage_of_nodes_to_score if fwk.percentage_of_nodes_to_score is not None
+            else self.percentage_of_nodes_to_score, n)
+        nominated_nodes = fwk.handle.nominated_node_names()
+        start = self.next_start_node_index % n
+        feasible: list[NodeInfo] = []
+        processed = 0
+        while processed < n and len(feasible) < to_find:
+            # A batch as large as what is still needed: when most nodes fit, one batch.
+            size = min(n - processed, max(to_find - len(feasible), 32))
+            lo = (start + processed) % n
+            chunk = nodes[lo:lo + size]
+            if len(chunk) < size:
+                chunk += nodes[:size - len(chunk)]
+            if nominated_nodes:
+                passed = self._filter_with_nominated(fwk, state, pod, chunk, statuses,
+                                                     nominated_nodes)
+            else:
+                passed = fwk.filter_nodes(state, pod, chunk, statuses)
+            if isinstance(passed, Status):
+                raise SchedulingError(passed)
+            if len(feasible) + len(passed) > to_find:
+                passed = passed[:to_find - len(feasible)]
+                feasible.extend(passed)
+                processed += _index(chunk, passed[-1]) + 1
+                break
+            feasible.extend(passed)
+            processed += size
+        self.next_start_node_index = (start + processed) % n
+        return feasible, processed
+
+    @staticmethod
+    def _filter_with_nominated(fwk: Framework, state: CycleState, pod: PodInfo,
+                               chunk: list[NodeInfo], statuses: NodeToStatus,
+                               nominated_nodes: object) -> list[NodeInfo] | Status:
+        plain = [ni for ni in chunk if ni.name not in nominated_nodes]  # type: ignore[operator]
+        passed_plain = fwk.filter_nodes(state, pod, plain, statuses)
+        if isinstance(passed_plain, Status):
+            return passed_plain
+        ok = {id(ni) for ni in passed_plain}
+        out: list[NodeInfo] = []
+        for ni in chunk:
+            if id(ni) in ok:
+                out.append(ni)
+            elif ni.name in nominated_nodes:  # type: ignore[operator]
+                s = fwk.run_filter_with_nominated_pods(state, pod, ni)
+                if s is None:
+                    out.append(ni)
+                elif s.code is Code.ERROR:
+                    return s
+                else:
+                    statuses[ni.name] = s
+        return out
+
+
+def _index(nodes: list[NodeInfo], target: NodeInfo) -> int:
+    for i, ni in enumerate(nodes):
+        if ni is target:
+            return i
+    raise ValueError("node not in batch")
+
+
+class SchedulingError(Exception):
+    """An ERROR status from a plugin: the pod is retried with back-off."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(f"{status.plugin or 'framework'}: {status.message()}")
+        self.status = status

@@ -1,0 +1,283 @@
+"""InterPodAffinity: place pods near (affinity) or away from (anti-affinity) other pods,
+per topology domain (a node label such as the hostname or the zone).
+
+PreFilter counts, per (topologyKey, value) domain: existing pods whose required
+anti-affinity selects the incoming pod; existing pods matching all of the
+incoming pod's required affinity terms; existing pods matching each of its
+anti-affinity terms. Filter then only looks the node's labels up in those
+counts. A pod whose affinity matches no pod anywhere may still land if it
+matches its own terms (the first pod of a group).
+
+Score adds, per domain, the weights of preferred terms (both the incoming
+pod's and the existing pods', and existing pods' required affinity with
+weight ``hardPodAffinityWeight``), then scales min..max to 0..100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pilothouse.services.scheduler.framework import (
+    MAX_NODE_SCORE,
+    ClusterEvent,
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    PreFilterResult,
+    Status,
+)
+from pilothouse.services.scheduler.framework.types import AffinityTerm, WeightedAffinityTerm
+from pilothouse.services.scheduler.plugins.names import INTER_POD_AFFINITY
+
+__all__ = ["InterPodAffinity"]
+
+ERR_REASON_EXISTING_ANTI_AFFINITY: Final = \
+    "node(s) didn't satisfy existing pods anti-affinity rules"
+ERR_REASON_AFFINITY: Final = "node(s) didn't match pod affinity rules"
+ERR_REASON_ANTI_AFFINITY: Final = "node(s) didn't match pod anti-affinity rules"
+_PRE_FILTER_KEY: Final = "PreFilter" + INTER_POD_AFFINITY
+_PRE_SCORE_KEY: Final = "PreScore" + INTER_POD_AFFINITY
+_REJECT_AFFINITY: Final = Status.unresolvable(ERR_REASON_AFFINITY, plugin=INTER_POD_AFFINITY)
+_REJECT_ANTI: Final = Status.unschedulable(ERR_REASON_ANTI_AFFINITY, plugin=INTER_POD_AFFINITY)
+_REJECT_EXISTING: Final = Status.unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY,
+                                               plugin=INTER_POD_AFFINITY)
+
+TopologyCounts = dict[tuple[str, str], int]
+
+
+def _bump(counts: TopologyCounts, labels: Mapping[str, str], key: str, value: int) -> None:
+    tv = labels.get(key)
+    if tv is None:
+        return
+    pair = (key, tv)
+    n = counts.get(pair, 0) + value
+    if n == 0:
+        counts.pop(pair, None)
+    else:
+        counts[pair] = n
+
+
+def _matches_all(terms: tuple[AffinityTerm, ...], pod: PodInfo) -> bool:
+    if not terms:
+        return False
+    return all(t.matches(pod, None) for t in terms)
+
+
+class _PreFilterState:
+    __slots__ = ("affinity_counts", "affinity_terms", "anti_affinity_counts",
+                 "anti_affinity_terms", "existing_anti_affinity_counts", "namespace_labels",
+                 "pod")
+
+    def __init__(self, pod: PodInfo, affinity_terms: tuple[AffinityTerm, ...],
+                 anti_affinity_terms: tuple[AffinityTerm, ...],
+                 namespace_labels: Mapping[str, str] | None) -> None:
+        self.pod = pod
+        self.affinity_terms = affinity_terms
+        self.anti_affinity_terms = anti_affinity_terms
+        self.namespace_labels = namespace_labels
+        self.existing_anti_affinity_counts: TopologyCounts = {}
+        self.affinity_counts: TopologyCounts = {}
+        self.anti_affinity_counts: TopologyCounts = {}
+
+    def clone(self) -> _PreFilterState:
+        new = _PreFilterState(self.pod, self.affinity_terms, self.anti_affinity_terms,
+                              self.namespace_labels)
+        new.existing_anti_affinity_counts = dict(self.existing_anti_affinity_counts)
+        new.affinity_counts = dict(self.affinity_counts)
+        new.anti_affinity_counts = dict(self.anti_affinity_counts)
+        return new
+
+    def update_with_pod(self, other: PodInfo, ni: NodeInfo, multiplier: int) -> None:
+        labels = ni.labels
+        for t in other.required_anti_affinity_terms:
+            if t.matches(self.pod, self.namespace_labels):
+                _bump(self.existing_anti_affinity_counts, labels, t.topology_key, multiplier)
+        if _matches_all(self.affinity_terms, other):
+            for t in self.affinity_terms:
+                _bump(self.affinity_counts, labels, t.topology_key, multiplier)
+        for t in self.anti_affinity_terms:
+            if t.matches(other, None):
+                _bump(self.anti_affinity_counts, labels, t.topology_key, multiplier)
+
+
+class InterPodAffinity:
+    name = INTER_POD_AFFINITY
+
+    def __init__(self, args: Mapping[str, Any] | None = None,
+                 handle: Handle | None = None) -> None:
+        args = dict(args or {})
+        self.handle = handle or Handle()
+        self.hard_pod_affinity_weight = int(args.get("hardPodAffinityWeight", 1))
+        if not 0 <= self.hard_pod_affinity_weight <= 100:
+            raise ValueError("hardPodAffinityWeight: must be in the range 0-100")
+        self.ignore_preferred_terms_of_existing_pods = bool(
+            args.get("ignorePreferredTermsOfExistingPods", False))
+
+    def events_to_register(self) -> list[ClusterEvent]:
+        return [ClusterEvent("Pod", "*"), ClusterEvent("Node", "Add"),
+                ClusterEvent("Node", "Update")]
+
+    def _merge_namespaces(self, terms: tuple[AffinityTerm, ...]) -> tuple[AffinityTerm, ...]:
+        out = []
+        for t in terms:
+            if t.namespace_selector is not None:
+                t = t.with_namespaces(self.handle.namespaces_matching(t.namespace_selector))
+            out.append(t)
+        return tuple(out)
+
+    # -- Filter ----------------------------------------------------------------------------
+
+    def pre_filter(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                   ) -> tuple[PreFilterResult | None, Status | None]:
+        if pod.affinity_error:
+            return None, Status.unresolvable(f"parsing pod: {pod.affinity_error}",
+                                             plugin=self.name)
+        snapshot = self.handle.snapshot
+        with_anti = snapshot.have_pods_with_required_anti_affinity_list
+        if not with_anti and not pod.required_affinity_terms and \
+                not pod.required_anti_affinity_terms:
+            return None, Status.skip()
+        s = _PreFilterState(pod, self._merge_namespaces(pod.required_affinity_terms),
+                            self._merge_namespaces(pod.required_anti_affinity_terms),
+                            self.handle.namespace_labels(pod.namespace))
+        existing = s.existing_anti_affinity_counts
+        for ni in with_anti:
+            labels = ni.labels
+            for other in ni.pods_with_required_anti_affinity:
+                for t in other.required_anti_affinity_terms:
+                    if t.matches(pod, s.namespace_labels):
+                        _bump(existing, labels, t.topology_key, 1)
+        if s.affinity_terms or s.anti_affinity_terms:
+            aff, anti = s.affinity_terms, s.anti_affinity_terms
+            for ni in snapshot.node_info_list:
+                labels = ni.labels
+                for other in ni.pods:
+                    if aff and _matches_all(aff, other):
+                        for t in aff:
+                            _bump(s.affinity_counts, labels, t.topology_key, 1)
+                    for t in anti:
+                        if t.matches(other, None):
+                            _bump(s.anti_affinity_counts, labels, t.topology_key, 1)
+        if not existing and not s.affinity_terms and not s.anti_affinity_terms:
+            return None, Status.skip()
+        state.write(_PRE_FILTER_KEY, s)
+        return None, None
+
+    def add_pod(self, state: CycleState, pod: PodInfo, pod_to_add: PodInfo,
+                node_info: NodeInfo) -> Status | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is not None:
+            s.update_with_pod(pod_to_add, node_info, 1)
+        return None
+
+    def remove_pod(self, state: CycleState, pod: PodInfo, pod_to_remove: PodInfo,
+                   node_info: NodeInfo) -> Status | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is not None:
+            s.update_with_pod(pod_to_remove, node_info, -1)
+        return None
+
+    def filter(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> Status | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is None:
+            return Status.as_error("InterPodAffinity: no PreFilter state", self.name)
+        labels = ni.labels
+        if s.affinity_terms:
+            pods_exist = True
+            for t in s.affinity_terms:
+                tv = labels.get(t.topology_key)
+                if tv is None:
+                    return _REJECT_AFFINITY  # every topology label must exist on the node
+                if s.affinity_counts.get((t.topology_key, tv), 0) <= 0:
+                    pods_exist = False
+            if not pods_exist and not (not s.affinity_counts and
+                                       _matches_all(s.affinity_terms, pod)):
+                return _REJECT_AFFINITY
+        if s.anti_affinity_counts:
+            for t in s.anti_affinity_terms:
+                tv = labels.get(t.topology_key)
+                if tv is not None and s.anti_affinity_counts.get((t.topology_key, tv), 0) > 0:
+                    return _REJECT_ANTI
+        if s.existing_anti_affinity_counts:
+            for (key, value), n in s.existing_anti_affinity_counts.items():
+                if n > 0 and labels.get(key) == value:
+                    return _REJECT_EXISTING
+        return None
+
+    # -- Score -----------------------------------------------------------------------------
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        if not nodes:
+            return Status.skip()
+        has_constraints = bool(pod.preferred_affinity_terms or
+                               pod.preferred_anti_affinity_terms)
+        if self.ignore_preferred_terms_of_existing_pods and not has_constraints:
+            return Status.skip()
+        snapshot = self.handle.snapshot
+        all_nodes = (snapshot.node_info_list if has_constraints
+                     else snapshot.have_pods_with_affinity_list)
+        preferred = tuple(WeightedAffinityTerm(t, w.weight) for w in
+                          pod.preferred_affinity_terms
+                          for t in self._merge_namespaces((w.term,)))
+        preferred_anti = tuple(WeightedAffinityTerm(t, w.weight) for w in
+                               pod.preferred_anti_affinity_terms
+                               for t in self._merge_namespaces((w.term,)))
+        ns_labels = self.handle.namespace_labels(pod.namespace)
+        topo: dict[str, dict[str, int]] = {}
+
+        def process(term: AffinityTerm, weight: int, target: PodInfo,
+                    target_ns_labels: Mapping[str, str] | None, labels: Mapping[str, str],
+                    ) -> None:
+            if not term.matches(target, target_ns_labels):
+                return
+            tv = labels.get(term.topology_key)
+            if tv is None:
+                return
+            values = topo.setdefault(term.topology_key, {})
+            values[tv] = values.get(tv, 0) + weight
+
+        hard = self.hard_pod_affinity_weight
+        for ni in all_nodes:
+            labels = ni.labels
+            if not labels:
+                continue
+            for other in (ni.pods if has_constraints else ni.pods_with_affinity):
+                for w in preferred:
+                    process(w.term, w.weight, other, None, labels)
+                for w in preferred_anti:
+                    process(w.term, -w.weight, other, None, labels)
+                if hard > 0:
+                    for t in other.required_affinity_terms:
+                        process(t, hard, pod, ns_labels, labels)
+                for w in other.preferred_affinity_terms:
+                    process(w.term, w.weight, pod, ns_labels, labels)
+                for w in other.preferred_anti_affinity_terms:
+                    process(w.term, -w.weight, pod, ns_labels, labels)
+        if not topo:
+            return Status.skip()
+        state.write(_PRE_SCORE_KEY, topo)
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> int:
+        topo: dict[str, dict[str, int]] = state.get(_PRE_SCORE_KEY, {})
+        total = 0
+        labels = ni.labels
+        for key, values in topo.items():
+            tv = labels.get(key)
+            if tv is not None:
+                total += values.get(tv, 0)
+        return total
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                        scores: list[int]) -> Status | None:
+        if not scores:
+            return None
+        lo, hi = min(scores), max(scores)
+        diff = hi - lo
+        if diff > 0:
+            scores[:] = [int(MAX_NODE_SCORE * ((s - lo) / diff)) for s in scores]
+        else:
+            scores[:] = [0] * len(scores)
+        return None

@@ -1,0 +1,178 @@
+"""NodeAffinity: ``nodeSelector`` and required node affinity filter; preferred terms score.
+
+Filter: the node's labels must carry every ``nodeSelector`` pair and satisfy
+one of the required ``nodeSelectorTerms`` (plus the profile's
+``addedAffinity``). Terms that pin ``metadata.name`` narrow the nodes at
+PreFilter. Score: the sum of the weights of the preferred terms the node
+matches, scaled so the best node gets 100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pilothouse.api.selectors import CompiledNodeSelector, compile_node_selector
+from pilothouse.services.scheduler.framework import (
+    MAX_NODE_SCORE,
+    ClusterEvent,
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    PreFilterResult,
+    Status,
+)
+from pilothouse.services.scheduler.plugins.helpers import default_normalize_score
+from pilothouse.services.scheduler.plugins.names import NODE_AFFINITY
+
+__all__ = ["NodeAffinity", "RequiredNodeAffinity"]
+
+ERR_REASON_POD: Final = "node(s) didn't match Pod's node affinity/selector"
+ERR_REASON_ENFORCED: Final = "node(s) didn't match scheduler-enforced node affinity"
+ERR_REASON_CONFLICT: Final = "pod affinity terms conflict"
+_PRE_FILTER_KEY: Final = "PreFilter" + NODE_AFFINITY
+_PRE_SCORE_KEY: Final = "PreScore" + NODE_AFFINITY
+_REJECT_POD: Final = Status.unresolvable(ERR_REASON_POD, plugin=NODE_AFFINITY)
+_REJECT_ENFORCED: Final = Status.unresolvable(ERR_REASON_ENFORCED, plugin=NODE_AFFINITY)
+_NO_FIELDS: Final[dict[str, str]] = {}
+
+
+class RequiredNodeAffinity:
+    """A pod's nodeSelector and required node affinity, compiled (Kubernetes'
+    ``GetRequiredNodeAffinity``); also used by PodTopologySpread."""
+
+    __slots__ = ("node_selector", "required", "uses_fields")
+
+    def __init__(self, pod: PodInfo) -> None:
+        spec = pod.pod.spec
+        self.node_selector: tuple[tuple[str, str], ...] = tuple(spec.nodeSelector.items())
+        self.required: CompiledNodeSelector | None = None
+        self.uses_fields = False
+        if spec.HasField("affinity") and spec.affinity.HasField("nodeAffinity") and \
+                spec.affinity.nodeAffinity.HasField(
+                    "requiredDuringSchedulingIgnoredDuringExecution"):
+            self.required = compile_node_selector(
+                spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution)
+            self.uses_fields = any(not t.field_selector.empty for t in self.required.terms)
+
+    @property
+    def empty(self) -> bool:
+        return not self.node_selector and self.required is None
+
+    def matches(self, ni: NodeInfo) -> bool:
+        labels = ni.labels
+        for k, v in self.node_selector:
+            if labels.get(k) != v:
+                return False
+        if self.required is None:
+            return True
+        fields = {"metadata.name": ni.name} if self.uses_fields else _NO_FIELDS
+        return self.required.matches(labels, fields)
+
+
+@dataclass(slots=True)
+class _PreFilterState:
+    required: RequiredNodeAffinity
+
+
+class NodeAffinity:
+    name = NODE_AFFINITY
+
+    def __init__(self, args: Mapping[str, Any] | None = None,
+                 handle: Handle | None = None) -> None:
+        args = dict(args or {})
+        self.added_required: CompiledNodeSelector | None = None
+        self.added_preferred: list[tuple[int, CompiledNodeSelector]] = []
+        added = args.get("addedAffinity")
+        if added:
+            if not isinstance(added, Mapping):
+                raise ValueError("addedAffinity must be an object")
+            req = added.get("requiredDuringSchedulingIgnoredDuringExecution")
+            if req:
+                self.added_required = compile_node_selector(req)
+                if self.added_required.errors:
+                    raise ValueError("addedAffinity: " + "; ".join(self.added_required.errors))
+            for i, p in enumerate(added.get("preferredDuringSchedulingIgnoredDuringExecution")
+                                  or []):
+                sel = compile_node_selector({"nodeSelectorTerms": [p.get("preference") or {}]})
+                if sel.errors:
+                    raise ValueError(f"addedAffinity.preferred[{i}]: " + "; ".join(sel.errors))
+                self.added_preferred.append((int(p.get("weight", 0)), sel))
+
+    def events_to_register(self) -> list[ClusterEvent]:
+        return [ClusterEvent("Node", "Add"), ClusterEvent("Node", "Update"),
+                ClusterEvent("Pod", "Update")]
+
+    # -- Filter --------------------------------------------------------------------------
+
+    def pre_filter(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                   ) -> tuple[PreFilterResult | None, Status | None]:
+        required = RequiredNodeAffinity(pod)
+        if required.empty and self.added_required is None:
+            return None, Status.skip()
+        state.write(_PRE_FILTER_KEY, _PreFilterState(required))
+        if required.required is None:
+            return None, None
+        node_names: set[str] | None = None
+        aff = pod.pod.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+        for term in aff.nodeSelectorTerms:
+            term_names: set[str] | None = None
+            for r in term.matchFields:
+                if r.key == "metadata.name" and r.operator == "In":
+                    values = set(r.values)
+                    term_names = values if term_names is None else term_names & values
+            if term_names is None:
+                return None, None  # this term allows any node name: terms are ORed
+            node_names = term_names if node_names is None else node_names | term_names
+        if node_names is not None and not node_names:
+            return None, Status.unresolvable(ERR_REASON_CONFLICT, plugin=self.name)
+        if node_names is not None:
+            return PreFilterResult(frozenset(node_names)), None
+        return None, None
+
+    def filter(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> Status | None:
+        if self.added_required is not None and not self.added_required.matches(
+                ni.labels, {"metadata.name": ni.name}):
+            return _REJECT_ENFORCED
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        required = s.required if s is not None else RequiredNodeAffinity(pod)
+        return None if required.matches(ni) else _REJECT_POD
+
+    # -- Score ---------------------------------------------------------------------------
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        preferred = list(self.added_preferred)
+        spec = pod.pod.spec
+        if spec.HasField("affinity") and spec.affinity.HasField("nodeAffinity"):
+            for p in spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution:
+                if p.weight == 0:
+                    continue
+                sel = compile_node_selector(_single_term(p.preference))
+                preferred.append((p.weight, sel))
+        if not preferred:
+            return Status.skip()
+        state.write(_PRE_SCORE_KEY, preferred)
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> int:
+        preferred: list[tuple[int, CompiledNodeSelector]] = state.get(_PRE_SCORE_KEY, [])
+        total = 0
+        fields = {"metadata.name": ni.name}
+        for weight, sel in preferred:
+            if sel.matches(ni.labels, fields):
+                total += weight
+        return total
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                        scores: list[int]) -> Status | None:
+        return default_normalize_score(MAX_NODE_SCORE, False, scores)
+
+
+def _single_term(term: Any) -> Any:
+    from pilothouse.gen.k8s.core.v1 import core_pb2
+
+    sel = core_pb2.NodeSelector()
+    sel.nodeSelectorTerms.add().CopyFrom(term)
+    return sel

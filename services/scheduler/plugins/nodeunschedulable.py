@@ -1,0 +1,46 @@
+"""NodeUnschedulable: cordoned nodes (``spec.unschedulable``) take only pods that tolerate
+the ``node.kubernetes.io/unschedulable:NoSchedule`` taint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pilothouse.services.scheduler.framework import (
+    ClusterEvent,
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    Status,
+)
+from pilothouse.services.scheduler.framework.types import Taint
+from pilothouse.services.scheduler.plugins.names import NODE_UNSCHEDULABLE
+
+__all__ = ["NodeUnschedulable", "fits"]
+
+ERR_REASON_UNSCHEDULABLE: Final = "node(s) were unschedulable"
+UNSCHEDULABLE_TAINT: Final = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+_REJECT: Final = Status.unresolvable(ERR_REASON_UNSCHEDULABLE, plugin=NODE_UNSCHEDULABLE)
+
+
+def fits(pod: PodInfo, ni: NodeInfo) -> bool:
+    if not ni.unschedulable:
+        return True
+    return any(t.tolerates(UNSCHEDULABLE_TAINT) for t in pod.tolerations)
+
+
+class NodeUnschedulable:
+    name = NODE_UNSCHEDULABLE
+
+    def __init__(self, args: Mapping[str, Any] | None = None,
+                 handle: Handle | None = None) -> None:
+        pass
+
+    def events_to_register(self) -> list[ClusterEvent]:
+        return [ClusterEvent("Node", "Add"), ClusterEvent("Node", "Update")]
+
+    def filter(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> Status | None:
+        if not ni.unschedulable or fits(pod, ni):
+            return None
+        return _REJECT

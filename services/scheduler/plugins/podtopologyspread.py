@@ -1,0 +1,343 @@
+"""PodTopologySpread: spread matching pods evenly over topology domains (zones, nodes).
+
+For each constraint, a domain is a value of ``topologyKey`` on the eligible
+nodes (those with every constraint's key, and, by the inclusion policies,
+matching the pod's node affinity / tolerating the node's taints). Filter
+(``whenUnsatisfiable: DoNotSchedule``): placing the pod in the node's domain
+must keep ``matching pods there + 1 - the minimum over domains <= maxSkew``;
+with fewer than ``minDomains`` domains the minimum counts as 0. Score
+(``ScheduleAnyway``, and the system default constraints for pods owned by a
+Service/ReplicaSet/StatefulSet): fewer matching pods in the node's domains
+is better, each constraint weighted by log(number of domains + 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pilothouse.api.selectors import (
+    LabelSelector,
+    Operator,
+    Requirement,
+    SelectorError,
+    label_selector_from_api,
+)
+from pilothouse.services.scheduler.framework import (
+    MAX_NODE_SCORE,
+    ClusterEvent,
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    PreFilterResult,
+    Status,
+)
+from pilothouse.services.scheduler.framework.types import LABEL_HOSTNAME, LABEL_ZONE
+from pilothouse.services.scheduler.plugins.names import POD_TOPOLOGY_SPREAD
+from pilothouse.services.scheduler.plugins.nodeaffinity import RequiredNodeAffinity
+
+__all__ = ["SYSTEM_DEFAULT_CONSTRAINTS", "Constraint", "PodTopologySpread"]
+
+ERR_REASON_CONSTRAINTS: Final = "node(s) didn't match pod topology spread constraints"
+ERR_REASON_LABEL: Final = ("node(s) didn't match pod topology spread constraints "
+                           "(missing required label)")
+_PRE_FILTER_KEY: Final = "PreFilter" + POD_TOPOLOGY_SPREAD
+_PRE_SCORE_KEY: Final = "PreScore" + POD_TOPOLOGY_SPREAD
+_REJECT: Final = Status.unschedulable(ERR_REASON_CONSTRAINTS, plugin=POD_TOPOLOGY_SPREAD)
+_REJECT_LABEL: Final = Status.unresolvable(ERR_REASON_LABEL, plugin=POD_TOPOLOGY_SPREAD)
+_NO_MIN: Final = 2**31 - 1
+
+#: (topologyKey, maxSkew) of Kubernetes' system defaults, both ScheduleAnyway.
+SYSTEM_DEFAULT_CONSTRAINTS: Final = ((LABEL_HOSTNAME, 3), (LABEL_ZONE, 5))
+
+
+@dataclass(frozen=True)
+class Constraint:
+    max_skew: int
+    topology_key: str
+    selector: LabelSelector
+    min_domains: int = 1
+    honor_node_affinity: bool = True
+    honor_node_taints: bool = False
+
+    def includes(self, pod: PodInfo, ni: NodeInfo, required: RequiredNodeAffinity) -> bool:
+        """Whether ``ni`` counts for this constraint (nodeAffinityPolicy/nodeTaintsPolicy)."""
+        if self.honor_node_affinity and not required.matches(ni):
+            return False
+        if self.honor_node_taints and ni.schedule_taints:
+            tolerations = pod.tolerations
+            for taint in ni.schedule_taints:
+                if not any(t.tolerates(taint) for t in tolerations):
+                    return False
+        return True
+
+
+def count_matching(pods: list[PodInfo], selector: LabelSelector, namespace: str) -> int:
+    n = 0
+    for p in pods:
+        if p.namespace == namespace and not p.terminating and selector.matches(p.labels):
+            n += 1
+    return n
+
+
+def _has_all_keys(labels: Mapping[str, str], constraints: list[Constraint]) -> bool:
+    return all(c.topology_key in labels for c in constraints)
+
+
+def constraints_of(pod: PodInfo, action: str) -> list[Constraint]:
+    """The pod's own constraints with ``whenUnsatisfiable == action``."""
+    out = []
+    for c in pod.pod.spec.topologySpreadConstraints:
+        if c.whenUnsatisfiable != action:
+            continue
+        selector = (label_selector_from_api(c.labelSelector) if c.HasField("labelSelector")
+                    else LabelSelector.nothing())
+        extra = [Requirement(k, Operator.IN, (pod.labels[k],)) for k in c.matchLabelKeys
+                 if k in pod.labels]
+        if extra and not selector.is_nothing:
+            selector = selector.add(*extra)
+        out.append(Constraint(
+            max_skew=c.maxSkew, topology_key=c.topologyKey, selector=selector,
+            min_domains=c.minDomains if c.HasField("minDomains") else 1,
+            honor_node_affinity=(c.nodeAffinityPolicy or "Honor") == "Honor",
+            honor_node_taints=(c.nodeTaintsPolicy or "Ignore") == "Honor"))
+    return out
+
+
+class _PreFilterState:
+    __slots__ = ("constraints", "counts", "domains", "mins", "required", "self_match")
+
+    def __init__(self, constraints: list[Constraint], required: RequiredNodeAffinity) -> None:
+        self.constraints = constraints
+        self.required = required
+        self.counts: list[dict[str, int]] = [{} for _ in constraints]
+        self.mins: list[int | None] = [None] * len(constraints)
+        self.self_match: list[int] = []
+        self.domains: list[int] = []
+
+    def clone(self) -> _PreFilterState:
+        new = _PreFilterState(self.constraints, self.required)
+        new.counts = [dict(c) for c in self.counts]
+        new.mins = list(self.mins)
+        new.self_match = self.self_match
+        return new
+
+    def min_match(self, i: int) -> int:
+        m = self.mins[i]
+        if m is None:
+            m = min(self.counts[i].values(), default=_NO_MIN)
+            self.mins[i] = m
+        if len(self.counts[i]) < self.constraints[i].min_domains:
+            return 0
+        return m
+
+    def update_with_pod(self, preemptor: PodInfo, other: PodInfo, ni: NodeInfo,
+                        delta: int) -> None:
+        if other.namespace != preemptor.namespace:
+            return
+        if not _has_all_keys(ni.labels, self.constraints):
+            return
+        for i, c in enumerate(self.constraints):
+            if not c.selector.matches(other.labels):
+                continue
+            if not c.includes(preemptor, ni, self.required):
+                continue
+            v = ni.labels[c.topology_key]
+            self.counts[i][v] = self.counts[i].get(v, 0) + delta
+            self.mins[i] = None
+
+
+@dataclass
+class _PreScoreState:
+    constraints: list[Constraint]
+    ignored: set[str]
+    counts: list[dict[str, int]]
+    weights: list[float]
+
+
+class PodTopologySpread:
+    name = POD_TOPOLOGY_SPREAD
+
+    def __init__(self, args: Mapping[str, Any] | None = None,
+                 handle: Handle | None = None) -> None:
+        args = dict(args or {})
+        self.handle = handle or Handle()
+        self.defaulting_type = args.get("defaultingType", "System")
+        if self.defaulting_type not in ("System", "List"):
+            raise ValueError(f"defaultingType: unsupported value {self.defaulting_type!r}: "
+                             "supported values: System, List")
+        self.default_constraints: list[tuple[str, int, str]] = []
+        for i, c in enumerate(args.get("defaultConstraints") or []):
+            if not isinstance(c, Mapping) or "labelSelector" in c:
+                raise ValueError(f"defaultConstraints[{i}]: must be an object without "
+                                 "labelSelector")
+            if c.get("whenUnsatisfiable") not in ("DoNotSchedule", "ScheduleAnyway"):
+                raise ValueError(f"defaultConstraints[{i}].whenUnsatisfiable: must be "
+                                 "DoNotSchedule or ScheduleAnyway")
+            self.default_constraints.append((str(c.get("topologyKey", "")),
+                                             int(c.get("maxSkew", 1)),
+                                             c["whenUnsatisfiable"]))
+        if self.defaulting_type == "System" and self.default_constraints:
+            raise ValueError("defaultConstraints must be empty when defaultingType is System")
+        self.system_defaulted = self.defaulting_type == "System"
+
+    def events_to_register(self) -> list[ClusterEvent]:
+        return [ClusterEvent("Pod", "*"), ClusterEvent("Node", "Add"),
+                ClusterEvent("Node", "Update"), ClusterEvent("Node", "Delete")]
+
+    def _constraints(self, pod: PodInfo, action: str) -> list[Constraint]:
+        if pod.pod.spec.topologySpreadConstraints:
+            return constraints_of(pod, action)
+        # Default constraints: only for pods some Service/ReplicaSet/StatefulSet selects.
+        if self.system_defaulted:
+            defaults = [(k, skew, "ScheduleAnyway") for k, skew in SYSTEM_DEFAULT_CONSTRAINTS]
+        else:
+            defaults = self.default_constraints
+        defaults = [d for d in defaults if d[2] == action]
+        if not defaults:
+            return []
+        selectors = self.handle.owner_selectors(pod)
+        if not selectors:
+            return []
+        reqs: list[Requirement] = []
+        for sel in selectors:
+            reqs.extend(sel.requirements)
+        selector = LabelSelector(reqs)
+        return [Constraint(skew, key, selector) for key, skew, _ in defaults]
+
+    # -- Filter ------------------------------------------------------------------------
+
+    def pre_filter(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                   ) -> tuple[PreFilterResult | None, Status | None]:
+        try:
+            constraints = self._constraints(pod, "DoNotSchedule")
+        except SelectorError as exc:
+            return None, Status.unresolvable(f"parsing pod: {exc}", plugin=self.name)
+        if not constraints:
+            return None, Status.skip()
+        s = _PreFilterState(constraints, RequiredNodeAffinity(pod))
+        for ni in self.handle.snapshot.node_info_list:
+            labels = ni.labels
+            if not _has_all_keys(labels, constraints):
+                continue
+            for i, c in enumerate(constraints):
+                if not c.includes(pod, ni, s.required):
+                    continue
+                v = labels[c.topology_key]
+                s.counts[i][v] = s.counts[i].get(v, 0) + count_matching(
+                    ni.pods, c.selector, pod.namespace)
+        s.self_match = [1 if c.selector.matches(pod.labels) else 0 for c in constraints]
+        state.write(_PRE_FILTER_KEY, s)
+        return None, None
+
+    def add_pod(self, state: CycleState, pod: PodInfo, pod_to_add: PodInfo,
+                node_info: NodeInfo) -> Status | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is not None:
+            s.update_with_pod(pod, pod_to_add, node_info, 1)
+        return None
+
+    def remove_pod(self, state: CycleState, pod: PodInfo, pod_to_remove: PodInfo,
+                   node_info: NodeInfo) -> Status | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is not None:
+            s.update_with_pod(pod, pod_to_remove, node_info, -1)
+        return None
+
+    def filter(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> Status | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is None:
+            return Status.as_error("PodTopologySpread: no PreFilter state", self.name)
+        labels = ni.labels
+        for i, c in enumerate(s.constraints):
+            tv = labels.get(c.topology_key)
+            if tv is None:
+                return _REJECT_LABEL
+            skew = s.counts[i].get(tv, 0) + s.self_match[i] - s.min_match(i)
+            if skew > c.max_skew:
+                return _REJECT
+        return None
+
+    # -- Score -------------------------------------------------------------------------
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        try:
+            constraints = self._constraints(pod, "ScheduleAnyway")
+        except SelectorError as exc:
+            return Status.as_error(f"parsing pod: {exc}", self.name)
+        if not constraints or not nodes:
+            return Status.skip()
+        require_all = bool(pod.pod.spec.topologySpreadConstraints) or not self.system_defaulted
+        ignored: set[str] = set()
+        counts: list[dict[str, int]] = [{} for _ in constraints]
+        for ni in nodes:
+            if require_all and not _has_all_keys(ni.labels, constraints):
+                ignored.add(ni.name)
+                continue
+            for i, c in enumerate(constraints):
+                if c.topology_key == LABEL_HOSTNAME:
+                    continue
+                counts[i].setdefault(ni.labels.get(c.topology_key, ""), 0)
+        weights = []
+        for i, c in enumerate(constraints):
+            size = (len(nodes) - len(ignored) if c.topology_key == LABEL_HOSTNAME
+                    else len(counts[i]))
+            weights.append(math.log(size + 2))
+        required = RequiredNodeAffinity(pod)
+        for ni in self.handle.snapshot.node_info_list:
+            if not required.matches(ni):
+                continue
+            if require_all and not _has_all_keys(ni.labels, constraints):
+                continue
+            for i, c in enumerate(constraints):
+                if c.topology_key == LABEL_HOSTNAME or not c.includes(pod, ni, required):
+                    continue
+                v = ni.labels.get(c.topology_key, "")
+                if v in counts[i]:
+                    counts[i][v] += count_matching(ni.pods, c.selector, pod.namespace)
+        state.write(_PRE_SCORE_KEY, _PreScoreState(constraints, ignored, counts, weights))
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> int:
+        s: _PreScoreState = state.read(_PRE_SCORE_KEY)
+        if ni.name in s.ignored:
+            return 0
+        total = 0.0
+        labels = ni.labels
+        for i, c in enumerate(s.constraints):
+            tv = labels.get(c.topology_key)
+            if tv is None:
+                continue
+            if c.topology_key == LABEL_HOSTNAME:
+                cnt = count_matching(ni.pods, c.selector, pod.namespace)
+            else:
+                cnt = s.counts[i].get(tv, 0)
+            total += cnt * s.weights[i] + (c.max_skew - 1)
+        return _round_half_away(total)
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                        scores: list[int]) -> Status | None:
+        s: _PreScoreState = state.read(_PRE_SCORE_KEY)
+        lo, hi = None, 0
+        for ni, sc in zip(nodes, scores, strict=True):
+            if ni.name in s.ignored:
+                continue
+            lo = sc if lo is None or sc < lo else lo
+            hi = max(hi, sc)
+        lo = lo or 0
+        for i, ni in enumerate(nodes):
+            if ni.name in s.ignored:
+                scores[i] = 0
+            elif hi == 0:
+                scores[i] = MAX_NODE_SCORE
+            else:
+                scores[i] = MAX_NODE_SCORE * (hi + lo - scores[i]) // hi
+        return None
+
+
+def _round_half_away(x: float) -> int:
+    """Go's math.Round: halves away from zero."""
+    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)

@@ -1,0 +1,75 @@
+"""TaintToleration: NoSchedule/NoExecute taints the pod does not tolerate exclude a node;
+untolerated PreferNoSchedule taints lower its score (fewer is better)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pilothouse.services.scheduler.framework import (
+    MAX_NODE_SCORE,
+    ClusterEvent,
+    CycleState,
+    Handle,
+    NodeInfo,
+    PodInfo,
+    Status,
+)
+from pilothouse.services.scheduler.framework.types import Taint, Toleration
+from pilothouse.services.scheduler.plugins.helpers import default_normalize_score
+from pilothouse.services.scheduler.plugins.names import TAINT_TOLERATION
+
+__all__ = ["TaintToleration", "untolerated_taint"]
+
+_KEY: Final = "PreScore" + TAINT_TOLERATION
+
+
+def untolerated_taint(pod: PodInfo, ni: NodeInfo) -> Taint | None:
+    """The first NoSchedule/NoExecute taint of the node the pod does not tolerate."""
+    tolerations = pod.tolerations
+    for taint in ni.schedule_taints:
+        if not any(t.tolerates(taint) for t in tolerations):
+            return taint
+    return None
+
+
+class TaintToleration:
+    name = TAINT_TOLERATION
+
+    def __init__(self, args: Mapping[str, Any] | None = None,
+                 handle: Handle | None = None) -> None:
+        self._statuses: dict[Taint, Status] = {}
+
+    def events_to_register(self) -> list[ClusterEvent]:
+        return [ClusterEvent("Node", "Add"), ClusterEvent("Node", "Update"),
+                ClusterEvent("Pod", "Update")]
+
+    def filter(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> Status | None:
+        if not ni.schedule_taints:
+            return None
+        taint = untolerated_taint(pod, ni)
+        if taint is None:
+            return None
+        status = self._statuses.get(taint)
+        if status is None:
+            status = Status.unresolvable(
+                f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}",
+                plugin=self.name)
+            self._statuses[taint] = status
+        return status
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        state.write(_KEY, tuple(t for t in pod.tolerations
+                                if not t.effect or t.effect == "PreferNoSchedule"))
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> int:
+        if not ni.prefer_no_schedule_taints:
+            return 0
+        tolerations: tuple[Toleration, ...] = state.get(_KEY, pod.tolerations)
+        return sum(1 for taint in ni.prefer_no_schedule_taints
+                   if not any(t.tolerates(taint) for t in tolerations))
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                        scores: list[int]) -> Status | None:
+        return default_normalize_score(MAX_NODE_SCORE, True, scores)

@@ -1,0 +1,200 @@
+"""Table tests: InterPodAffinity and PodTopologySpread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pilothouse.api.selectors import LabelSelector
+from pilothouse.services.scheduler.framework import Code
+from pilothouse.services.scheduler.plugins.interpodaffinity import InterPodAffinity
+from pilothouse.services.scheduler.plugins.podtopologyspread import PodTopologySpread
+from pilothouse.services.scheduler.testing import make_node, make_pod
+from tests.unit.scheduler.helpers import filter_all, reasons, score_all
+
+HOST = "kubernetes.io/hostname"
+ZONE = "topology.kubernetes.io/zone"
+NODES = [make_node("a1", zone="a"), make_node("a2", zone="a"), make_node("b1", zone="b"),
+         make_node("b2", zone="b")]
+
+
+def term(key: str, labels: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {"labelSelector": {"matchLabels": labels}, "topologyKey": key, **extra}
+
+
+def affinity(kind: str, *terms: dict[str, Any]) -> dict[str, Any]:
+    return {kind: {"requiredDuringSchedulingIgnoredDuringExecution": list(terms)}}
+
+
+def web(name: str, node: str, **kw: Any) -> Any:
+    return make_pod(name, node_name=node, labels={"app": "web"}, **kw)
+
+
+# -- InterPodAffinity: Filter -----------------------------------------------------------------
+
+AFF = "node(s) didn't match pod affinity rules"
+ANTI = "node(s) didn't match pod anti-affinity rules"
+EXISTING = "node(s) didn't satisfy existing pods anti-affinity rules"
+
+IPA_CASES = [
+    pytest.param(dict(affinity=affinity("podAffinity", term(ZONE, {"app": "web"}))),
+                 [web("w", "a1")], {"a1": "", "a2": "", "b1": AFF, "b2": AFF},
+                 id="affinity-zone"),
+    pytest.param(dict(affinity=affinity("podAffinity", term(HOST, {"app": "web"}))),
+                 [web("w", "a1")], {"a1": "", "a2": AFF, "b1": AFF, "b2": AFF},
+                 id="affinity-host"),
+    pytest.param(dict(affinity=affinity("podAffinity", term(ZONE, {"app": "db"}))),
+                 [web("w", "a1")], {"a1": AFF, "a2": AFF, "b1": AFF, "b2": AFF},
+                 id="affinity-nothing-matches"),
+    pytest.param(dict(labels={"app": "db"},
+                      affinity=affinity("podAffinity", term(ZONE, {"app": "db"}))),
+                 [web("w", "a1")], {"a1": "", "a2": "", "b1": "", "b2": ""},
+                 id="affinity-first-of-its-group"),
+    pytest.param(dict(affinity=affinity("podAntiAffinity", term(HOST, {"app": "web"}))),
+                 [web("w", "a1")], {"a1": ANTI, "a2": "", "b1": "", "b2": ""},
+                 id="anti-affinity-host"),
+    pytest.param(dict(affinity=affinity("podAntiAffinity", term(ZONE, {"app": "web"}))),
+                 [web("w", "a1")], {"a1": ANTI, "a2": ANTI, "b1": "", "b2": ""},
+                 id="anti-affinity-zone"),
+    pytest.param(dict(labels={"app": "web"}),
+                 [make_pod("guard", node_name="b1", labels={"app": "guard"},
+                           affinity=affinity("podAntiAffinity", term(ZONE, {"app": "web"})))],
+                 {"a1": "", "a2": "", "b1": EXISTING, "b2": EXISTING},
+                 id="existing-pods-anti-affinity"),
+    pytest.param(dict(affinity=affinity("podAntiAffinity", term(HOST, {"app": "web"}))),
+                 [make_pod("w", namespace="other", node_name="a1", labels={"app": "web"})],
+                 {"a1": "", "a2": "", "b1": "", "b2": ""}, id="other-namespace-ignored"),
+    pytest.param(dict(affinity=affinity("podAntiAffinity",
+                                        term(HOST, {"app": "web"}, namespaces=["other"]))),
+                 [make_pod("w", namespace="other", node_name="a1", labels={"app": "web"})],
+                 {"a1": ANTI, "a2": "", "b1": "", "b2": ""}, id="named-namespace"),
+]
+
+
+@pytest.mark.parametrize(("pod", "existing", "want"), IPA_CASES)
+def test_inter_pod_affinity_filter(pod: dict[str, Any], existing: list[Any],
+                                   want: dict[str, str]) -> None:
+    assert reasons(filter_all(InterPodAffinity, make_pod("p", **pod), NODES, existing)) == want
+
+
+def test_inter_pod_affinity_codes() -> None:
+    pod = make_pod("p", affinity=affinity("podAffinity", term(HOST, {"app": "web"})))
+    got = filter_all(InterPodAffinity, pod, NODES, [web("w", "a1")])
+    assert got["a2"] is not None and got["a2"].code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE
+    pod = make_pod("p", affinity=affinity("podAntiAffinity", term(HOST, {"app": "web"})))
+    got = filter_all(InterPodAffinity, pod, NODES, [web("w", "a1")])
+    assert got["a1"] is not None and got["a1"].code is Code.UNSCHEDULABLE
+
+
+def test_inter_pod_affinity_namespace_selector() -> None:
+    pod = make_pod("p", affinity=affinity("podAntiAffinity", term(
+        HOST, {"app": "web"}, namespaceSelector={"matchLabels": {"team": "x"}})))
+    existing = [make_pod("w", namespace="team-x", node_name="a2", labels={"app": "web"})]
+    got = reasons(filter_all(
+        InterPodAffinity, pod, NODES, existing,
+        namespaces_matching=lambda sel: [ns for ns, labels in {"team-x": {"team": "x"}}.items()
+                                         if sel.matches(labels)]))
+    assert got == {"a1": "", "a2": ANTI, "b1": "", "b2": ""}
+
+
+def test_inter_pod_affinity_skips_without_affinity_anywhere() -> None:
+    assert filter_all(InterPodAffinity, make_pod(), NODES, [web("w", "a1")]) == {
+        n.metadata.name: None for n in NODES}
+
+
+def test_inter_pod_affinity_preferred_scores() -> None:
+    preferred = "preferredDuringSchedulingIgnoredDuringExecution"
+    pod = make_pod("p", affinity={
+        "podAffinity": {preferred: [{"weight": 50, "podAffinityTerm": term(ZONE, {"app": "web"})}]},
+        "podAntiAffinity": {preferred: [
+            {"weight": 20, "podAffinityTerm": term(HOST, {"app": "web"})}]}})
+    got = score_all(InterPodAffinity, pod, NODES, [web("w", "a1")])
+    # zone a: +50 for both a nodes; host a1: -20. min 0 (b), max 50 (a2).
+    assert got == {"a1": 60, "a2": 100, "b1": 0, "b2": 0}
+
+
+def test_inter_pod_affinity_existing_pods_required_affinity_scores() -> None:
+    lover = make_pod("lover", node_name="b2", affinity=affinity(
+        "podAffinity", term(HOST, {"app": "web"})))
+    got = score_all(InterPodAffinity, make_pod("p", labels={"app": "web"}), NODES, [lover])
+    assert got == {"a1": 0, "a2": 0, "b1": 0, "b2": 100}
+
+
+# -- PodTopologySpread -----------------------------------------------------------------------
+
+SPREAD_NOT = "node(s) didn't match pod topology spread constraints"
+
+
+def spread(key: str, skew: int = 1, when: str = "DoNotSchedule", **extra: Any) -> dict[str, Any]:
+    return {"maxSkew": skew, "topologyKey": key, "whenUnsatisfiable": when,
+            "labelSelector": {"matchLabels": {"app": "web"}}, **extra}
+
+
+PTS_CASES = [
+    pytest.param([spread(ZONE)], ["a1"], {"a1": SPREAD_NOT, "a2": SPREAD_NOT, "b1": "", "b2": ""},
+                 id="zone-skew-1"),
+    pytest.param([spread(ZONE, 2)], ["a1"], {"a1": "", "a2": "", "b1": "", "b2": ""},
+                 id="zone-skew-2"),
+    pytest.param([spread(HOST)], ["a1", "b1"], {"a1": SPREAD_NOT, "a2": "", "b1": SPREAD_NOT,
+                                                "b2": ""}, id="host-skew-1"),
+    pytest.param([spread(ZONE), spread(HOST)], ["a1", "b1", "b2"],
+                 {"a1": SPREAD_NOT, "a2": "", "b1": SPREAD_NOT, "b2": SPREAD_NOT},
+                 id="two-constraints"),
+    pytest.param([spread(ZONE, 1, minDomains=3)], ["a1", "b1"],
+                 {"a1": SPREAD_NOT, "a2": SPREAD_NOT, "b1": SPREAD_NOT, "b2": SPREAD_NOT},
+                 id="min-domains-not-met-counts-global-min-as-0"),
+    pytest.param([spread(ZONE, when="ScheduleAnyway")], ["a1"],
+                 {"a1": "", "a2": "", "b1": "", "b2": ""}, id="soft-constraints-do-not-filter"),
+]
+
+
+@pytest.mark.parametrize(("constraints", "existing_on", "want"), PTS_CASES)
+def test_pod_topology_spread_filter(constraints: list[dict[str, Any]], existing_on: list[str],
+                                    want: dict[str, str]) -> None:
+    existing = [web(f"w{i}", n) for i, n in enumerate(existing_on)]
+    pod = make_pod("p", labels={"app": "web"}, spread=constraints)
+    assert reasons(filter_all(PodTopologySpread, pod, NODES, existing)) == want
+
+
+def test_pod_topology_spread_missing_label_is_unresolvable() -> None:
+    nodes = [*NODES, make_node("nozone")]
+    got = filter_all(PodTopologySpread, make_pod("p", labels={"app": "web"},
+                                                 spread=[spread(ZONE)]), nodes)
+    assert got["nozone"] is not None
+    assert got["nozone"].code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE
+    assert "missing required label" in got["nozone"].message()
+
+
+def test_pod_topology_spread_node_affinity_policy() -> None:
+    # Zone b is excluded by the pod's node selector, so it is no domain: the pod may go to a.
+    existing = [web("w0", "a1")]
+    pod = make_pod("p", labels={"app": "web"}, spread=[spread(ZONE)],
+                   node_selector={ZONE: "a"})
+    assert reasons(filter_all(PodTopologySpread, pod, NODES, existing))["a2"] == ""
+    ignore = make_pod("p", labels={"app": "web"}, node_selector={ZONE: "a"},
+                      spread=[spread(ZONE, nodeAffinityPolicy="Ignore")])
+    assert reasons(filter_all(PodTopologySpread, ignore, NODES, existing))["a2"] == SPREAD_NOT
+
+
+def test_pod_topology_spread_scores_prefer_emptier_domains() -> None:
+    existing = [web("w0", "a1"), web("w1", "a2"), web("w2", "b1")]
+    pod = make_pod("p", labels={"app": "web"}, spread=[spread(ZONE, when="ScheduleAnyway")])
+    got = score_all(PodTopologySpread, pod, NODES, existing)
+    assert got is not None and got["b1"] == got["b2"] > got["a1"] == got["a2"]
+
+
+def test_pod_topology_spread_system_defaults_need_an_owner_selector() -> None:
+    pod = make_pod("p", labels={"app": "web"})
+    assert score_all(PodTopologySpread, pod, NODES, [web("w0", "a1")]) is None
+    got = score_all(PodTopologySpread, pod, NODES, [web("w0", "a1")],
+                    owner_selectors=lambda _p: [LabelSelector.from_set({"app": "web"})])
+    assert got is not None and got["a1"] < got["b1"]
+
+
+def test_pod_topology_spread_bad_args() -> None:
+    with pytest.raises(ValueError):
+        PodTopologySpread({"defaultingType": "Sometimes"})
+    with pytest.raises(ValueError):
+        PodTopologySpread({"defaultingType": "System", "defaultConstraints": [
+            {"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule"}]})
