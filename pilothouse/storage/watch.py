@@ -37,7 +37,6 @@ from pilothouse.storage.interface import (
     WatchOverflowError,
     WatchStream,
 )
-from pilothouse.storage.keys import in_prefix
 from pilothouse.storage.metrics import StorageMetrics
 from pilothouse.storage.mvcc import check_watch_start
 
@@ -110,6 +109,7 @@ class WatchHub:
         self.queue_size = queue_size
         self._metrics = metrics or StorageMetrics(registry=None)
         self._watchers: set[Watcher] = set()
+        self._by_prefix: dict[str, set[Watcher]] = {}
         self._closed = False
 
     @property
@@ -119,42 +119,52 @@ class WatchHub:
     def subscribe(self, prefix: str) -> Watcher:
         watcher = Watcher(prefix, self.published_revision)
         self._watchers.add(watcher)
+        self._by_prefix.setdefault(prefix, set()).add(watcher)
         self._metrics.watcher_opened(self.backend)
         return watcher
 
     def unsubscribe(self, watcher: Watcher) -> None:
         if watcher in self._watchers:
             self._watchers.remove(watcher)
+            group = self._by_prefix.get(watcher.prefix)
+            if group is not None:
+                group.discard(watcher)
+                if not group:
+                    del self._by_prefix[watcher.prefix]
             self._metrics.watcher_closed(self.backend, overflowed=bool(watcher.missed_revision))
         watcher.closed = True
 
     def publish(self, events: Sequence[WatchEvent]) -> None:
-        """Queue one commit's events (increasing revisions above the published one)."""
+        """Queue one commit's events (increasing revisions above the published one).
+
+        Watchers are grouped by prefix, so an event costs one ``startswith`` per
+        distinct prefix (the apiserver has one watch per resource), not a check per
+        watcher.
+        """
         if not events:
             return
         self.published_revision = events[-1].revision
-        for watcher in self._watchers:
-            if watcher.missed_revision:
+        for prefix, watchers in self._by_prefix.items():
+            matching = [e for e in events if e.kv.key.startswith(prefix)]
+            if not matching:
                 continue
-            added = False
-            for event in events:
-                if not in_prefix(event.kv.key, watcher.prefix):
+            for watcher in watchers:
+                if watcher.missed_revision:
                     continue
-                if len(watcher.queue) >= self.queue_size:
-                    watcher.missed_revision = event.revision
-                    log.warning(
-                        "watch overflow: closing slow watcher",
-                        extra={
-                            "backend": self.backend,
-                            "prefix": watcher.prefix,
-                            "missed_revision": event.revision,
-                            "queue_size": self.queue_size,
-                        },
-                    )
-                    break
-                watcher.queue.append(event)
-                added = True
-            if added or watcher.missed_revision:
+                for event in matching:
+                    if len(watcher.queue) >= self.queue_size:
+                        watcher.missed_revision = event.revision
+                        log.warning(
+                            "watch overflow: closing slow watcher",
+                            extra={
+                                "backend": self.backend,
+                                "prefix": watcher.prefix,
+                                "missed_revision": event.revision,
+                                "queue_size": self.queue_size,
+                            },
+                        )
+                        break
+                    watcher.queue.append(event)
                 watcher.wake()
 
     def close(self) -> None:

@@ -132,6 +132,7 @@ class Registry:
 
     def __post_init__(self) -> None:
         self.ctx = StrategyContext(now=self.now, allocators=self.allocators)
+        self._by_resource: dict[tuple[str, str], ResourceStore] = {}
 
     async def start(self) -> None:
         """Start a watch cache for every kind (concurrently) and the system namespaces."""
@@ -152,9 +153,14 @@ class Registry:
         return store
 
     def store_for(self, group: str, plural: str) -> ResourceStore:
+        found = self._by_resource.get((group, plural))
+        if found is not None:
+            return found
         for kind in self.kinds:
             if kind.group == group and kind.plural == plural:
-                return self.store(kind)
+                store = self.store(kind)
+                self._by_resource[(group, plural)] = store
+                return store
         raise KeyError(f"{plural}.{group}")
 
     async def ensure_namespaces(self) -> None:
