@@ -83,6 +83,8 @@ class Snapshot:
         self.have_pods_with_affinity_list: list[NodeInfo] = []
         self.have_pods_with_required_anti_affinity_list: list[NodeInfo] = []
         self.generation = 0
+        #: The cache's node-tree version this snapshot's list was built from.
+        self.tree_version = -1
 
     @classmethod
     def from_objects(cls, nodes: Iterable[core_pb2.Node],

@@ -470,9 +470,10 @@ class NodeInfo:
             self.used_ports = ports
         self.generation = next_generation()
 
-    def clone(self) -> NodeInfo:
-        """A copy whose pod lists and totals can change without touching this one."""
-        new = NodeInfo.__new__(NodeInfo)
+    def clone(self, into: NodeInfo | None = None) -> NodeInfo:
+        """A copy whose pod lists and totals can change without touching this one
+        (written into ``into`` when given, so references to it stay valid)."""
+        new = into if into is not None else NodeInfo.__new__(NodeInfo)
         new.node = self.node
         new.name = self.name
         new.labels = self.labels
