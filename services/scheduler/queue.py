@@ -35,7 +35,7 @@ from typing import Any
 from pilothouse.api.timeutil import Clock
 from pilothouse.services.scheduler.framework import ClusterEvent, PodInfo, Status
 
-__all__ = ["QueuedPodInfo", "SchedulingQueue", "UNSCHEDULABLE_TIMEOUT"]
+__all__ = ["UNSCHEDULABLE_TIMEOUT", "QueuedPodInfo", "SchedulingQueue"]
 
 #: Pods stay at most this long in the unschedulable set (podMaxInUnschedulablePodsDuration).
 UNSCHEDULABLE_TIMEOUT = 300.0
