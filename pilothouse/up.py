@@ -9,6 +9,7 @@ SIGTERM. Running it again on the same data dir resumes the same cluster.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from pilothouse.logs import setup_logging
 from pilothouse.loop import run_event_loop
 from pilothouse.storage.interface import StorageError
+from pilothouse.supervisor import Component, ComponentFailed, Supervisor
 
 
 def default_data_dir() -> Path:
@@ -33,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind-address", default="127.0.0.1")
     parser.add_argument("--http2", action="store_true",
                         help="serve HTTP/2 (h2c) beside HTTP/1.1 on the apiserver port")
+    parser.add_argument("--runtime", choices=["process", "none"],
+                        default="process" if os.geteuid() == 0 else "none",
+                        help="container runtime for this machine's node (process: the "
+                             "runtime shim's process backend; none: control plane only). "
+                             "Default: process when root")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -55,6 +62,42 @@ class Progress:
         print(f"      done in {time.monotonic() - since:.2f}s{extra}", flush=True)
 
 
+async def _runtime_ready(socket_path: Path) -> bool:
+    """The shim answers the CRI Version call on its socket."""
+    import grpc
+
+    from pilothouse.gen.cri.runtime.v1 import api_pb2, api_pb2_grpc
+
+    if not os.path.exists(socket_path):  # noqa: ASYNC240 - a stat, not I/O worth a thread
+        return False
+    async with grpc.aio.insecure_channel(f"unix://{socket_path}") as channel:
+        stub = api_pb2_grpc.RuntimeServiceStub(channel)
+        await stub.Version(api_pb2.VersionRequest(), timeout=2)
+    return True
+
+
+async def _prepare_images(data_dir: Path, shim_root: Path) -> str:
+    """Build the busybox and pause images from Debian's busybox-static (no registry)
+    and import them into the runtime shim's store, once."""
+    images = data_dir / "images"
+    marker = shim_root / ".pilothouse-images-imported"
+    if marker.exists():
+        return "already imported"
+    images.mkdir(parents=True, exist_ok=True)
+    for kind in ("busybox", "pause"):
+        archive = images / f"{kind}.tar"
+        for argv in (["image", "build", kind, "--output", str(archive)],
+                     ["image", "import", str(archive), "--root", str(shim_root)]):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pilothouse.cli", *argv,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                raise ComponentFailed(f"pilothouse {' '.join(argv)} failed:\n{out.decode()}")
+    marker.write_text("busybox pause\n")
+    return "busybox, pause"
+
+
 async def _up(args: argparse.Namespace) -> int:
     from pilothouse.services.apiserver.server import (
         APIServer,
@@ -64,7 +107,8 @@ async def _up(args: argparse.Namespace) -> int:
     )
 
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
-    progress = Progress(total=2)
+    node_components = args.runtime != "none"
+    progress = Progress(total=4 if node_components else 2)
     t = progress.begin(f"starting the apiserver (state in {data_dir})")
     apiserver = APIServer(APIServerConfig(data_dir=data_dir, host=args.bind_address,
                                           port=args.port, grpc_port=args.grpc_port,
@@ -74,10 +118,31 @@ async def _up(args: argparse.Namespace) -> int:
     t = progress.begin("writing the admin kubeconfig")
     kubeconfig = write_kubeconfig(data_dir / "kubeconfig", apiserver.url)
     progress.done(t, str(kubeconfig))
+    supervisor = Supervisor(data_dir / "logs")
+    try:
+        if node_components:
+            shim_root = data_dir / "runtime-shim"
+            socket_path = data_dir / "run" / "cri.sock"
+            socket_path.parent.mkdir(parents=True, exist_ok=True)
+            t = progress.begin("building local images (busybox, pause)")
+            progress.done(t, await _prepare_images(data_dir, shim_root))
+            t = progress.begin(f"starting the runtime shim ({args.runtime} backend)")
+            await supervisor.start(Component(
+                "runtime-shim",
+                ["runtime-shim", "--backend", args.runtime, "--listen", f"unix://{socket_path}",
+                 "--root", str(shim_root)],
+                ready=lambda: _runtime_ready(socket_path)))
+            progress.done(t, f"unix://{socket_path}")
+        supervisor.monitor()
+    except BaseException:
+        await supervisor.stop()
+        await apiserver.stop()
+        raise
     print(f"\npilothouse is ready ({time.monotonic() - progress.started:.1f}s). Use it with:\n"
           f"  export KUBECONFIG={kubeconfig}\n  kubectl get namespaces\n"
+          f"Component logs: {data_dir / 'logs'}\n"
           "Stop with Ctrl-C; `pilothouse up` again resumes the same cluster.", flush=True)
-    await run_until_signalled(apiserver)
+    await run_until_signalled(apiserver, supervisor)  # stops the supervisor first
     print("pilothouse stopped.", flush=True)
     return 0
 
@@ -86,6 +151,6 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, verbose=args.verbose)
     try:
         return run_event_loop(_up(args))
-    except (OSError, StorageError) as exc:
+    except (OSError, StorageError, ComponentFailed) as exc:
         print(f"pilothouse up failed: {exc}", file=sys.stderr)
         return 1

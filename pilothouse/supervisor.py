@@ -1,0 +1,149 @@
+"""Run cluster components as child processes, the way an init system would.
+
+``pilothouse up`` starts each component (runtime shim, scheduler,
+controller-manager, kubelet) as its own ``pilothouse <component>`` process —
+real processes on real cores, as in a Kubernetes node — with its output in
+``DATA_DIR/logs/<name>.log``. The supervisor waits until a component says it
+is ready, restarts one that dies (back-off 1 s doubling to 30 s, as a kubelet
+restarts a container), and stops them in reverse order on shutdown (SIGTERM,
+then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("pilothouse.supervisor")
+
+RESTART_BACKOFF_INITIAL = 1.0
+RESTART_BACKOFF_MAX = 30.0
+STOP_GRACE_SECONDS = 15.0
+
+
+class ComponentFailed(RuntimeError):
+    """A component exited or never became ready; the message holds its last log lines."""
+
+
+@dataclass
+class Component:
+    name: str
+    args: list[str]  # the arguments after `pilothouse`
+    ready: Callable[[], Awaitable[bool]]
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout: float = 60.0
+
+
+@dataclass
+class _Running:
+    spec: Component
+    process: asyncio.subprocess.Process
+    restarts: int = 0
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Supervisor:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._running: list[_Running] = []
+        self._stopping = False
+        self._monitor: asyncio.Task[None] | None = None
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    async def _spawn(self, spec: Component) -> asyncio.subprocess.Process:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path(spec.name).open("ab") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pilothouse.cli", *spec.args,
+                stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **spec.env}, start_new_session=True)
+
+    async def start(self, spec: Component) -> None:
+        """Start ``spec`` and wait until it is ready; ComponentFailed otherwise."""
+        process = await self._spawn(spec)
+        running = _Running(spec, process)
+        self._running.append(running)
+        await self._wait_ready(running)
+
+    async def _wait_ready(self, running: _Running) -> None:
+        spec = running.spec
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.ready_timeout
+        while True:
+            if running.process.returncode is not None:
+                raise ComponentFailed(
+                    f"{spec.name} exited with code {running.process.returncode}:\n"
+                    f"{tail(self.log_path(spec.name))}")
+            with contextlib.suppress(Exception):
+                if await spec.ready():
+                    return
+            if loop.time() > deadline:
+                raise ComponentFailed(f"{spec.name} was not ready after {spec.ready_timeout}s:\n"
+                                      f"{tail(self.log_path(spec.name))}")
+            await asyncio.sleep(0.1)
+
+    def monitor(self) -> None:
+        """Restart components that die, until ``stop``."""
+        if self._monitor is None:
+            self._monitor = asyncio.create_task(self._watch(), name="supervisor")
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            waits = {asyncio.ensure_future(r.process.wait()): r for r in self._running}
+            if not waits:
+                return
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for fut in pending:
+                fut.cancel()
+            for fut in done:
+                running = waits[fut]
+                if self._stopping:
+                    return
+                delay = min(RESTART_BACKOFF_INITIAL * 2 ** running.restarts, RESTART_BACKOFF_MAX)
+                log.warning("component exited; restarting",
+                            extra={"component": running.spec.name,
+                                   "code": running.process.returncode, "in_seconds": delay})
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+                running.restarts += 1
+                running.process = await self._spawn(running.spec)
+
+    async def stop(self) -> None:
+        """SIGTERM every component in reverse start order; SIGKILL what outlives the grace."""
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for running in reversed(self._running):
+            process = running.process
+            if process.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("component did not stop; killing", extra={
+                    "component": running.spec.name})
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        self._running.clear()
