@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,10 +103,15 @@ async def _up(args: argparse.Namespace) -> int:
     from pilothouse.services.apiserver.server import (
         APIServer,
         APIServerConfig,
-        run_until_signalled,
         write_kubeconfig,
     )
 
+    # Handle SIGTERM/SIGINT from the first moment: a stop during start-up finishes
+    # the step under way, then shuts down what has started.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     node_components = args.runtime != "none"
     progress = Progress(total=4 if node_components else 2)
@@ -115,9 +121,6 @@ async def _up(args: argparse.Namespace) -> int:
                                           http2=args.http2))
     await apiserver.start()
     progress.done(t, f"REST {apiserver.url}, gRPC {apiserver.grpc_address}")
-    t = progress.begin("writing the admin kubeconfig")
-    kubeconfig = write_kubeconfig(data_dir / "kubeconfig", apiserver.url)
-    progress.done(t, str(kubeconfig))
     supervisor = Supervisor(data_dir / "logs")
     try:
         if node_components:
@@ -134,6 +137,10 @@ async def _up(args: argparse.Namespace) -> int:
                 ready=lambda: _runtime_ready(socket_path)))
             progress.done(t, f"unix://{socket_path}")
         supervisor.monitor()
+        # Written last: its presence means the cluster is up.
+        t = progress.begin("writing the admin kubeconfig")
+        kubeconfig = write_kubeconfig(data_dir / "kubeconfig", apiserver.url)
+        progress.done(t, str(kubeconfig))
     except BaseException:
         await supervisor.stop()
         await apiserver.stop()
@@ -142,7 +149,12 @@ async def _up(args: argparse.Namespace) -> int:
           f"  export KUBECONFIG={kubeconfig}\n  kubectl get namespaces\n"
           f"Component logs: {data_dir / 'logs'}\n"
           "Stop with Ctrl-C; `pilothouse up` again resumes the same cluster.", flush=True)
-    await run_until_signalled(apiserver, supervisor)  # stops the supervisor first
+    try:
+        await stop.wait()
+    finally:
+        print("stopping ...", flush=True)
+        await supervisor.stop()  # components first: they may still talk to the apiserver
+        await apiserver.stop()
     print("pilothouse stopped.", flush=True)
     return 0
 
