@@ -220,3 +220,78 @@ def compute_hash(template: core_pb2.PodTemplateSpec, collision_count: int | None
 def template_json(template: core_pb2.PodTemplateSpec) -> dict[str, Any]:
     """The JSON form of a template (what a ControllerRevision stores)."""
     return dict(message_to_dict(template))
+
+
+# -- building pods ------------------------------------------------------------------------
+
+
+def pod_from_template(template: core_pb2.PodTemplateSpec, owner: Any, api_version: str,
+                      kind: str, *, name: str = "", generate_name: str = "") -> core_pb2.Pod:
+    """A new Pod from a template, controlled by ``owner`` (labels, annotations,
+    finalizers and spec from the template; the namespace is the owner's)."""
+    pod = core_pb2.Pod()
+    meta = pod.metadata
+    meta.namespace = owner.metadata.namespace
+    if name:
+        meta.name = name
+    else:
+        meta.generateName = generate_name or f"{owner.metadata.name}-"
+    meta.labels.update(template.metadata.labels)
+    meta.annotations.update(template.metadata.annotations)
+    meta.finalizers.extend(template.metadata.finalizers)
+    meta.ownerReferences.append(new_owner_reference(owner, api_version, kind))
+    pod.spec.CopyFrom(template.spec)
+    return pod
+
+
+# -- expectations -------------------------------------------------------------------------
+
+EXPECTATIONS_TIMEOUT = 300.0
+
+
+class Expectations:
+    """Creations and deletions a controller has asked for but its cache has
+    not shown yet, per controller key (Kubernetes' ControllerExpectations).
+
+    A sync that finds its expectations unmet must not act on pod counts: the
+    cache is behind and it would create or delete twice. Observations come
+    from the pod informer's handlers. Expectations older than five minutes
+    (a missed event) are treated as met, so a key can never stall for good.
+    """
+
+    def __init__(self, monotonic: Any) -> None:
+        self._monotonic = monotonic
+        self._adds: dict[str, int] = {}
+        self._deletes: dict[str, set[str]] = {}
+        self._since: dict[str, float] = {}
+
+    def expect_creations(self, key: str, count: int) -> None:
+        self._adds[key] = self._adds.get(key, 0) + count
+        self._since[key] = self._monotonic()
+
+    def expect_deletions(self, key: str, uids: Iterable[str]) -> None:
+        self._deletes.setdefault(key, set()).update(uids)
+        self._since[key] = self._monotonic()
+
+    def creation_observed(self, key: str) -> None:
+        if self._adds.get(key, 0) > 0:
+            self._adds[key] -= 1
+
+    def creation_failed(self, key: str) -> None:
+        self.creation_observed(key)
+
+    def deletion_observed(self, key: str, uid: str) -> None:
+        self._deletes.get(key, set()).discard(uid)
+
+    def satisfied(self, key: str) -> bool:
+        if self._adds.get(key, 0) <= 0 and not self._deletes.get(key):
+            return True
+        if self._monotonic() - self._since.get(key, 0.0) > EXPECTATIONS_TIMEOUT:
+            self.forget(key)
+            return True
+        return False
+
+    def forget(self, key: str) -> None:
+        self._adds.pop(key, None)
+        self._deletes.pop(key, None)
+        self._since.pop(key, None)
