@@ -31,6 +31,7 @@ def _known() -> None:
     register("apiserver", "pilothouse.services.apiserver.server", "run the apiserver")
     register("runtime-shim", "pilothouse.runtime_shim.cli", "serve the CRI (runtime.v1)")
     register("image", "pilothouse.runtime_shim.images.cli", "build and import local images")
+    register("kubelet", "pilothouse.services.kubelet.cli", "run the node agent (kubelet)")
     register("scheduler", "pilothouse.services.scheduler.server", "run the scheduler")
 
 
