@@ -166,7 +166,8 @@ class FilterPlugin(Protocol):
     def filter(self, state: CycleState, pod: PodInfo, node_info: NodeInfo) -> Status | None:
         """Can ``pod`` run on ``node_info``? ``None`` yes; UNSCHEDULABLE (preemption may
         help) or UNSCHEDULABLE_AND_UNRESOLVABLE (it will not). Called per node: keep it
-        to reading pre-computed ints and dicts."""
+        to reading pre-computed ints and dicts. A plugin may add ``filter_many(state,
+        pod, nodes) -> list[Status | None]`` giving exactly these verdicts for a batch."""
         ...
 
 
@@ -196,6 +197,8 @@ class ScorePlugin(Protocol):
     def score(self, state: CycleState, pod: PodInfo, node_info: NodeInfo) -> int | Status:
         """The node's raw score (an int), or an ERROR status. Per node: keep it cheap.
 
+        A plugin may define ``score_nodes(state, pod, nodes) -> list[int] | Status``
+        giving exactly these scores for a batch (one call per cycle).
         A plugin may also define ``normalize_score(state, pod, nodes, scores)`` that
         rewrites ``scores`` (a list aligned with ``nodes``) into [0, 100] in place and
         returns a Status or None; without it raw scores must already be in range.

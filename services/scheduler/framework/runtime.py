@@ -205,12 +205,36 @@ class Framework:
     def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
                      statuses: NodeToStatus) -> list[NodeInfo] | Status:
         """The nodes of ``nodes`` that pass every filter, in order; failures go into
-        ``statuses``. An ERROR status from a plugin is returned instead."""
+        ``statuses``. An ERROR status from a plugin is returned instead.
+
+        A plugin may define ``filter_many(state, pod, nodes)`` returning one verdict
+        per node (the same as calling ``filter`` on each): one call per batch instead
+        of one per node."""
         skip = state.skip_filter_plugins
         survivors = nodes
         for pl in self.filter_plugins:
             name = pl.name
             if name in skip:
+                continue
+            many = getattr(pl, "filter_many", None)
+            if many is not None:
+                try:
+                    verdicts = many(state, pod, survivors)
+                except Exception as exc:
+                    return Status.as_error(RuntimeError(f"{name}: {exc!r}"), name)
+                if not any(verdicts):
+                    continue  # every node passed
+                kept_many: list[NodeInfo] = []
+                for ni, s in zip(survivors, verdicts, strict=True):
+                    if s is None or s.code is Code.SUCCESS:
+                        kept_many.append(ni)
+                    elif s.code is Code.ERROR:
+                        return s.with_plugin(name)
+                    else:
+                        statuses[ni.name] = s if s.plugin == name else s.with_plugin(name)
+                survivors = kept_many
+                if not survivors:
+                    break
                 continue
             f = pl.filter
             kept: list[NodeInfo] = []

@@ -64,3 +64,13 @@ class ImageLocality:
             if st is not None:
                 total += int(st.size * (st.num_nodes / total_nodes))
         return calculate_priority(total, len(images))
+
+    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        images: list[str] | None = state.get(_KEY)
+        if images is None:
+            images = self._images(pod)
+        if not images:
+            return [0] * len(nodes)
+        nothing = calculate_priority(0, len(images))
+        f = self.score
+        return [nothing if not ni.image_states else f(state, pod, ni) for ni in nodes]

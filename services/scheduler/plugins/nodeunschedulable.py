@@ -44,3 +44,7 @@ class NodeUnschedulable:
         if not ni.unschedulable or fits(pod, ni):
             return None
         return _REJECT
+
+    def filter_many(self, state: CycleState, pod: PodInfo,
+                    nodes: list[NodeInfo]) -> list[Status | None]:
+        return [None if not ni.unschedulable or fits(pod, ni) else _REJECT for ni in nodes]

@@ -58,6 +58,11 @@ class TaintToleration:
             self._statuses[taint] = status
         return status
 
+    def filter_many(self, state: CycleState, pod: PodInfo,
+                    nodes: list[NodeInfo]) -> list[Status | None]:
+        f = self.filter
+        return [None if not ni.schedule_taints else f(state, pod, ni) for ni in nodes]
+
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
         state.write(_KEY, tuple(t for t in pod.tolerations
                                 if not t.effect or t.effect == "PreferNoSchedule"))
@@ -69,6 +74,10 @@ class TaintToleration:
         tolerations: tuple[Toleration, ...] = state.get(_KEY, pod.tolerations)
         return sum(1 for taint in ni.prefer_no_schedule_taints
                    if not any(t.tolerates(taint) for t in tolerations))
+
+    def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        f = self.score
+        return [0 if not ni.prefer_no_schedule_taints else f(state, pod, ni) for ni in nodes]
 
     def normalize_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
                         scores: list[int]) -> Status | None:

@@ -158,6 +158,17 @@ class Fit:
             return _SINGLE[missing[0].resource, unresolvable]
         return _status(tuple(r.reason for r in missing), unresolvable)
 
+    def filter_many(self, state: CycleState, pod: PodInfo,
+                    nodes: list[NodeInfo]) -> list[Status | None]:
+        f = self.filter
+        if pod.req_eph or pod.req_scalar:
+            return [f(state, pod, ni) for ni in nodes]
+        cpu, mem = pod.req_cpu, pod.req_mem
+        return [None if (len(ni.pods) < ni.alloc_pods and
+                         (not cpu or cpu <= ni.alloc_cpu - ni.req_cpu) and
+                         (not mem or mem <= ni.alloc_mem - ni.req_mem))
+                else f(state, pod, ni) for ni in nodes]
+
     # -- Score -----------------------------------------------------------------------
 
     def _pod_requests(self, pod: PodInfo) -> tuple[int, ...]:

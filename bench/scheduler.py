@@ -1,0 +1,229 @@
+"""Scheduler benchmark, modelled on Kubernetes' scheduler_perf workloads.
+
+A real ``pilothouse apiserver`` (in-memory storage) runs in a subprocess; this
+process registers simulated nodes (no kubelets, as scheduler_perf's nodes),
+creates the pending pods, then starts a scheduler and measures from its first
+attempt until every pod is bound:
+
+- SchedulingBasic: plain pods (100m cpu, 500Mi memory) on plain nodes;
+- NodeAffinity: pods require zone1 or zone2 (a third of the nodes are zone3);
+- TopologySpreading: pods spread over 3 zones with maxSkew 5 (DoNotSchedule);
+- PodAntiAffinity: pods that repel each other per hostname (one per node).
+
+Figures: pods/s (scheduled pods over the measured window) and the p50/p99
+scheduling attempt latency (cycle start to bind done). Kubernetes' release
+floors for these at 5000 nodes: 680, 220, 460 and 60 pods/s.
+
+    python bench/scheduler.py [--quick] [--workload NAME] [--profile FILE]
+
+``--quick`` uses 1000 nodes and 500 pods (200 for PodAntiAffinity); the
+default 5000 nodes and 10000 pods (2000 for PodAntiAffinity). Ends with one line
+``BENCH {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pilothouse.client import Client, connect
+from pilothouse.gen.k8s.core.v1 import core_pb2
+from pilothouse.services.scheduler.fakenodes import FakeNodes
+from pilothouse.services.scheduler.scheduler import Scheduler
+from pilothouse.services.scheduler.testing import make_pod
+
+ZONE = "topology.kubernetes.io/zone"
+
+WORKLOADS = ("SchedulingBasic", "NodeAffinity", "TopologySpreading", "PodAntiAffinity")
+FLOORS = {"SchedulingBasic": 680, "NodeAffinity": 220, "TopologySpreading": 460,
+          "PodAntiAffinity": 60}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class APIServerProcess:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.grpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_url = f"grpc://127.0.0.1:{self.grpc_port}"
+        self.log = open(tmp / "apiserver.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pilothouse.cli", "apiserver", "--storage", "memory://",
+             "--port", str(self.port), "--grpc-port", str(self.grpc_port)],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"apiserver exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("apiserver not ready in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def workload_pod(workload: str, i: int) -> core_pb2.Pod:
+    name = f"pod-{i}"
+    if workload == "NodeAffinity":
+        return make_pod(name, cpu="100m", memory="500Mi", affinity={"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
+                "matchExpressions": [{"key": ZONE, "operator": "In",
+                                      "values": ["zone1", "zone2"]}]}]}}})
+    if workload == "TopologySpreading":
+        return make_pod(name, cpu="100m", memory="500Mi", labels={"color": "blue"}, spread=[{
+            "maxSkew": 5, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"color": "blue"}}}])
+    if workload == "PodAntiAffinity":
+        return make_pod(name, cpu="100m", memory="500Mi", labels={"color": "green"},
+                        affinity={"podAntiAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                                "labelSelector": {"matchLabels": {"color": "green"}},
+                                "topologyKey": "kubernetes.io/hostname"}]}})
+    return make_pod(name, cpu="100m", memory="500Mi")
+
+
+async def create_pods(client: Client, workload: str, count: int, concurrency: int = 32) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await client.create(workload_pod(workload, i))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def run_workload(workload: str, nodes: int, pods: int, profile: str | None,
+                       transport: str = "grpc") -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        api = APIServerProcess(Path(tmp))
+        try:
+            await asyncio.to_thread(api.wait_ready)
+            setup_url = api.grpc_url if transport == "grpc" else api.url
+            async with connect(setup_url, timeout=60) as client:
+                zones = ("zone1", "zone2", "zone3")
+                fake = FakeNodes(client, nodes, cpu="4", memory="32Gi", pods="110", zones=zones,
+                                 lease_renew_interval=0, run_pods=False)
+                t0 = time.perf_counter()
+                await fake.register()
+                t_nodes = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                await create_pods(client, workload, pods)
+                t_pods = time.perf_counter() - t0
+                sched_client = connect(api.grpc_url if transport == "grpc" else api.url,
+                                       timeout=60)
+                sched = Scheduler(sched_client, identity="bench", record_events=False)
+                latencies: list[float] = []
+                original = sched.metrics.attempt
+
+                def attempt(result: str, profile_name: str, seconds: float) -> None:
+                    if result == "scheduled":
+                        latencies.append(seconds)
+                    original(result, profile_name, seconds)
+
+                sched.metrics.attempt = attempt  # type: ignore[method-assign]
+                task = asyncio.create_task(sched.run(leader_elect=False))
+                while not sched.synced:
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.01)
+                profiler = None
+                if profile:
+                    from pyinstrument import Profiler
+
+                    profiler = Profiler(async_mode="disabled")
+                    profiler.start()
+                start = time.perf_counter()
+                deadline = start + max(120.0, pods / 20)
+                while sched.scheduled < pods and time.perf_counter() < deadline:
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.05)
+                elapsed = time.perf_counter() - start
+                if profiler is not None:
+                    profiler.stop()
+                    Path(profile).write_text(profiler.output_text(unicode=False, show_all=False)
+                                             if profile.endswith(".txt")
+                                             else profiler.output_html())
+                scheduled = sched.scheduled
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await sched_client.close()
+        finally:
+            await asyncio.to_thread(api.stop)
+    throughput = scheduled / elapsed if elapsed else 0.0
+    return {
+        "workload": workload, "nodes": nodes, "pods": pods, "scheduled": scheduled,
+        "pods_per_s": round(throughput, 1), "floor_pods_per_s": FLOORS[workload],
+        "attempt_p50_ms": round(pct(latencies, 0.5) * 1000, 2),
+        "attempt_p99_ms": round(pct(latencies, 0.99) * 1000, 2),
+        "attempt_mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else 0,
+        "setup_nodes_s": round(t_nodes, 1), "setup_pods_s": round(t_pods, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1000 nodes (under a minute)")
+    parser.add_argument("--workload", choices=WORKLOADS, action="append")
+    parser.add_argument("--nodes", type=int, default=0)
+    parser.add_argument("--pods", type=int, default=0)
+    parser.add_argument("--profile", default="",
+                        help="write a pyinstrument profile (.txt: text, else HTML)")
+    parser.add_argument("--transport", choices=["grpc", "rest"], default="grpc",
+                        help="how the scheduler talks to the apiserver")
+    args = parser.parse_args()
+    nodes = args.nodes or (1000 if args.quick else 5000)
+    results = []
+    for workload in args.workload or WORKLOADS:
+        pods = args.pods or (500 if args.quick else 10000)
+        if workload == "PodAntiAffinity":
+            pods = min(pods, nodes // 5 if args.quick else 2000)
+        r = asyncio.run(run_workload(workload, nodes, pods, args.profile or None,
+                                     args.transport))
+        results.append(r)
+        print(f"{workload:<18} {nodes} nodes {r['scheduled']}/{pods} pods: "
+              f"{r['pods_per_s']} pods/s (floor {r['floor_pods_per_s']}), attempt p50 "
+              f"{r['attempt_p50_ms']} ms p99 {r['attempt_p99_ms']} ms", flush=True)
+    figures: dict[str, Any] = {"transport": args.transport}
+    figures |= {r["workload"]: {k: v for k, v in r.items() if k != "workload"} for r in results}
+    print("BENCH " + json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
