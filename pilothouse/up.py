@@ -12,9 +12,13 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import httpx
 
 from pilothouse.logs import setup_logging
 from pilothouse.loop import run_event_loop
@@ -41,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="container runtime for this machine's node (process: the "
                              "runtime shim's process backend; none: control plane only). "
                              "Default: process when root")
+    parser.add_argument("--fake-nodes", type=int, default=0, metavar="N",
+                        help="also register N simulated nodes (KWOK-like) that run pods "
+                             "bound to them")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -75,6 +82,27 @@ async def _runtime_ready(socket_path: Path) -> bool:
         stub = api_pb2_grpc.RuntimeServiceStub(channel)
         await stub.Version(api_pb2.VersionRequest(), timeout=2)
     return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _http_ready(url: str) -> Callable[[], Awaitable[bool]]:
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(url)).status_code == 200
+    return ready
+
+
+def _nodes_registered(api: str, count: int, label: str) -> Callable[[], Awaitable[bool]]:
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(f"{api}/api/v1/nodes", params={"labelSelector": label})
+            return r.status_code == 200 and len(r.json()["items"]) >= count
+    return ready
 
 
 async def _prepare_images(data_dir: Path, shim_root: Path) -> str:
@@ -114,7 +142,8 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     node_components = args.runtime != "none"
-    progress = Progress(total=4 if node_components else 2)
+    steps = 3 + (2 if node_components else 0) + (1 if args.fake_nodes else 0)
+    progress = Progress(total=steps)
     t = progress.begin(f"starting the apiserver (state in {data_dir})")
     apiserver = APIServer(APIServerConfig(data_dir=data_dir, host=args.bind_address,
                                           port=args.port, grpc_port=args.grpc_port,
@@ -136,6 +165,24 @@ async def _up(args: argparse.Namespace) -> int:
                  "--root", str(shim_root)],
                 ready=lambda: _runtime_ready(socket_path)))
             progress.done(t, f"unix://{socket_path}")
+        host = args.bind_address
+        grpc_url = f"grpc://{apiserver.grpc_address}"
+        t = progress.begin("starting the scheduler")
+        port = _free_port(host)
+        await supervisor.start(Component(
+            "scheduler",
+            ["scheduler", "--master", grpc_url, "--bind-address", host, "--port", str(port)],
+            ready=_http_ready(f"http://{host}:{port}/readyz")))
+        progress.done(t, f"http://{host}:{port}/metrics")
+        if args.fake_nodes:
+            t = progress.begin(f"registering {args.fake_nodes} simulated nodes")
+            await supervisor.start(Component(
+                "fake-nodes", ["fake-nodes", "--master", grpc_url, "--count",
+                               str(args.fake_nodes)],
+                ready=_nodes_registered(apiserver.url, args.fake_nodes,
+                                        "pilothouse.io/fake-node"),
+                ready_timeout=120 + args.fake_nodes / 20))
+            progress.done(t)
         supervisor.monitor()
         # Written last: its presence means the cluster is up.
         t = progress.begin("writing the admin kubeconfig")

@@ -977,3 +977,68 @@ _SPECIAL_DECODERS: dict[str, MessageDecoder] = {
     PROPS_OR_STRINGS: _dec_props_or_strings,
     **dict.fromkeys(STRING_LISTS, _dec_string_list),
 }
+
+
+# ---------------------------------------------------------------------------
+# Go's "unset": zero values of non-pointer fields
+
+
+# Per message type: (scalar fields to clear when zero, singular message fields to
+# walk, repeated message fields to walk, map fields whose values are messages).
+_ZeroPlan = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+_zero_plans: dict[str, _ZeroPlan] = {}
+
+
+def _zero_plan(desc: DescriptorT) -> _ZeroPlan:
+    plan = _zero_plans.get(desc.full_name)
+    if plan is not None:
+        return plan
+    facts = _json_facts(desc)
+    scalars: list[str] = []
+    singles: list[str] = []
+    repeated: list[str] = []
+    maps: list[str] = []
+    for fd in desc.fields:
+        _, flags = facts.get(fd.name, (fd.name, OMITEMPTY))
+        message = fd.message_type
+        if message is not None and message.GetOptions().map_entry:
+            value = message.fields_by_name["value"]
+            if value.message_type is not None and \
+                    value.message_type.full_name not in _SPECIAL_DECODERS:
+                maps.append(fd.name)
+        elif fd.is_repeated:
+            if message is not None and message.full_name not in _SPECIAL_DECODERS:
+                repeated.append(fd.name)
+        elif message is not None:
+            if message.full_name not in _SPECIAL_DECODERS:
+                singles.append(fd.name)
+        elif not flags & POINTER:
+            scalars.append(fd.name)
+    plan = (tuple(scalars), tuple(singles), tuple(repeated), tuple(maps))
+    _zero_plans[desc.full_name] = plan
+    return plan
+
+
+def clear_go_zero_values(msg: Message) -> None:
+    """Forget the presence of zero-valued non-pointer scalars, recursively.
+
+    Go cannot tell ``restartPolicy: ""`` from a missing restartPolicy, and its
+    protobuf encoder writes every non-pointer field, zero or not. Kubernetes'
+    defaulting therefore treats a zero value as "unset". Clearing those fields
+    gives every decoded object (JSON or protobuf, from any client) the same
+    meaning of ``HasField`` — Go's — before defaulting and validation run.
+    Pointer fields (``replicas``) keep their presence: there zero is a choice.
+    """
+    scalars, singles, repeated, maps = _zero_plan(msg.DESCRIPTOR)
+    for name in scalars:
+        if msg.HasField(name) and not getattr(msg, name):
+            msg.ClearField(name)
+    for name in singles:
+        if msg.HasField(name):
+            clear_go_zero_values(getattr(msg, name))
+    for name in repeated:
+        for item in getattr(msg, name):
+            clear_go_zero_values(item)
+    for name in maps:
+        for item in getattr(msg, name).values():
+            clear_go_zero_values(item)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
+from pilothouse.api.codec import clear_go_zero_values
 from pilothouse.api.kinds import Kind, KindRegistry
 from pilothouse.api.serialization import Object, decode_value, encode_value
 from pilothouse.services.apiserver import errors
@@ -432,6 +433,7 @@ class ResourceStore:
         if any(fd.name == "spec" for fd in obj.DESCRIPTOR.fields):
             meta.generation = 1
         ctx = self.registry.ctx
+        clear_go_zero_values(obj)  # zero = unset, as Go's defaulting sees it
         self.strategy.prepare_for_create(obj, ctx)
         stored = False
         try:
@@ -556,6 +558,7 @@ class ResourceStore:
             else:
                 meta.ClearField(f)
         ctx = self.registry.ctx
+        clear_go_zero_values(new)  # zero = unset, as Go's defaulting sees it
         if subresource == "status":
             self.strategy.prepare_for_status_update(new, old, ctx)
         elif subresource == "finalize":

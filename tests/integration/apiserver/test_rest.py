@@ -442,3 +442,29 @@ async def test_http2_and_http1_on_one_port(tmp_path: Path) -> None:
             r = await h1.get(f"{CM}/over-h2")
             assert r.http_version == "HTTP/1.1"
             assert r.json()["metadata"]["name"] == "over-h2"
+
+
+async def test_protobuf_body_with_go_zero_values_gets_defaults(client: httpx.AsyncClient) -> None:
+    """Go clients (kubectl create, Helm) send every non-pointer field, zero or not:
+    a zero value is "unset" and gets Kubernetes' default, as in Go."""
+    from pilothouse.api.kinds import KindRegistry
+    from pilothouse.api.serialization import encode_protobuf
+    from pilothouse.gen.k8s.core.v1 import core_pb2
+
+    pod = core_pb2.Pod()
+    pod.metadata.name = "from-go"
+    pod.spec.restartPolicy = ""
+    pod.spec.dnsPolicy = ""
+    container = pod.spec.containers.add(name="c", image="busybox")
+    container.terminationMessagePolicy = ""
+    container.imagePullPolicy = ""
+    kind = KindRegistry.builtin().by_kind("v1", "Pod")
+    assert kind is not None
+    r = await client.post("/api/v1/namespaces/default/pods",
+                          content=encode_protobuf(kind, pod),
+                          headers={"Content-Type": "application/vnd.kubernetes.protobuf"})
+    assert r.status_code == 201, r.text
+    spec = r.json()["spec"]
+    assert (spec["restartPolicy"], spec["dnsPolicy"]) == ("Always", "ClusterFirst")
+    assert spec["containers"][0]["terminationMessagePolicy"] == "File"
+    assert spec["containers"][0]["imagePullPolicy"] == "Always"

@@ -472,3 +472,24 @@ def test_generated_objects_round_trip(labels: dict[str, str], annotations: dict[
     assert message_to_dict(msg) == doc
     again = apps_pb2.Deployment.FromString(msg.SerializeToString())
     assert message_to_dict(again) == doc
+
+
+def test_clear_go_zero_values_keeps_pointer_zeros_and_nonzero_values() -> None:
+    from pilothouse.api.codec import clear_go_zero_values
+    from pilothouse.gen.k8s.apps.v1 import apps_pb2
+
+    deploy = apps_pb2.Deployment()
+    deploy.spec.replicas = 0  # *int32 in Go: zero is a choice
+    deploy.spec.minReadySeconds = 0  # int32: zero is "unset"
+    deploy.spec.paused = False
+    container = deploy.spec.template.spec.containers.add(name="c", image="")
+    container.ports.add(containerPort=80, hostPort=0)
+    deploy.spec.template.metadata.labels["app"] = ""
+    clear_go_zero_values(deploy)
+    assert deploy.spec.HasField("replicas")
+    assert not deploy.spec.HasField("minReadySeconds")
+    assert not deploy.spec.HasField("paused")
+    assert container.name == "c" and not container.HasField("image")
+    assert container.ports[0].containerPort == 80
+    assert not container.ports[0].HasField("hostPort")
+    assert dict(deploy.spec.template.metadata.labels) == {"app": ""}
