@@ -225,13 +225,13 @@ class Framework:
                 if not any(verdicts):
                     continue  # every node passed
                 kept_many: list[NodeInfo] = []
-                for ni, s in zip(survivors, verdicts, strict=True):
-                    if s is None or s.code is Code.SUCCESS:
-                        kept_many.append(ni)
-                    elif s.code is Code.ERROR:
-                        return s.with_plugin(name)
+                for node, v in zip(survivors, verdicts, strict=True):
+                    if v is None or v.code is Code.SUCCESS:
+                        kept_many.append(node)
+                    elif v.code is Code.ERROR:
+                        return v.with_plugin(name)
                     else:
-                        statuses[ni.name] = s if s.plugin == name else s.with_plugin(name)
+                        statuses[node.name] = v if v.plugin == name else v.with_plugin(name)
                 survivors = kept_many
                 if not survivors:
                     break
@@ -239,7 +239,7 @@ class Framework:
             f = pl.filter
             kept: list[NodeInfo] = []
             append = kept.append
-            ni = None
+            ni: NodeInfo | None = None
             try:
                 for ni in survivors:
                     s = f(state, pod, ni)
