@@ -230,6 +230,8 @@ class Kubelet:
             except ClientError as e:
                 log.warning("registering node %s failed: %s; retrying", self.node_name, e)
                 await self.clock.sleep(1.0)
+        with contextlib.suppress(ClientError):
+            await self.node_agent.renew_lease()
         self.registered.set()
         self.pods.add_event_handler(on_add=self._on_pod, on_update=self._on_pod_update,
                                     on_delete=self._on_pod_delete)

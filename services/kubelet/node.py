@@ -159,7 +159,8 @@ class NodeAgent:
     # -- loops -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Heartbeat and status loops until cancelled (registration already done)."""
+        """Heartbeat and status loops until cancelled (registration and the first lease
+        renewal already done)."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._loop(self.config.node_lease_renew_interval,
                                       self.renew_lease, "lease renewal"))
@@ -169,8 +170,8 @@ class NodeAgent:
     async def _loop(self, period: float, step: Callable[[], Awaitable[object]],
                     what: str) -> None:
         while True:
+            await self.clock.sleep(period)
             try:
                 await step()
             except ClientError as e:
                 log.warning("%s failed: %s", what, e)
-            await self.clock.sleep(period)

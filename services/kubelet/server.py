@@ -7,7 +7,8 @@ Routes (Kubernetes' paths):
 - ``GET /containerLogs/{namespace}/{pod}/{container}`` — query ``follow``,
   ``previous``, ``tailLines``, ``sinceSeconds``, ``sinceTime``, ``timestamps``,
   ``limitBytes``; text/plain, streamed (chunked) with ``follow``;
-- ``POST /run/{namespace}/{pod}/{container}?cmd=...`` — run a command (ExecSync), its output;
+- ``POST /run/{namespace}/{pod}/{container}?cmd=...`` — run a command (ExecSync): its
+  output, and its exit code in the ``X-Exit-Code`` header;
 - ``GET /stats/summary`` — node and pod CPU/memory (the Summary API's JSON shape);
 - ``GET /metrics`` — the kubelet's Prometheus metrics; ``GET /metrics/resource`` —
   node/pod/container CPU and memory in Prometheus text;
@@ -257,7 +258,8 @@ class KubeletServer:
             raise HTTPError(400, "cmd is required")
         _, record = await self._container(namespace, pod_name, container)
         resp = await self.kubelet.runtime.exec_sync(record.id, cmd, 60)
-        await _respond(send, 200, resp.stdout + resp.stderr)
+        await _respond(send, 200, resp.stdout + resp.stderr,
+                       extra=[(b"x-exit-code", str(resp.exit_code).encode())])
 
     # -- stats --------------------------------------------------------------------------------
 
@@ -368,8 +370,9 @@ def _node_stats(now: str) -> dict[str, Any]:
 
 
 async def _respond(send: Send, status: int, body: bytes,
-                   content_type: str = "text/plain; charset=utf-8") -> None:
+                   content_type: str = "text/plain; charset=utf-8",
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type.encode()),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(extra or [])]})
     await send({"type": "http.response.body", "body": body})
