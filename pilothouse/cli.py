@@ -29,6 +29,8 @@ def _known() -> None:
     register("version", "pilothouse.version", "print the pilothouse and Kubernetes API versions")
     register("up", "pilothouse.up", "start a whole cluster on this machine")
     register("apiserver", "pilothouse.services.apiserver.server", "run the apiserver")
+    register("controller-manager", "pilothouse.services.controllers.manager",
+             "run the controllers (ReplicaSet, Deployment, GC, Namespace, ...)")
     register("fake-nodes", "pilothouse.fake_nodes", "run N simulated nodes (KWOK-like)")
     register("runtime-shim", "pilothouse.runtime_shim.cli", "serve the CRI (runtime.v1)")
     register("image", "pilothouse.runtime_shim.images.cli", "build and import local images")

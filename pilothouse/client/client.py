@@ -135,6 +135,14 @@ class Client:
             kind, self._namespace(kind, namespace, obj), self._name(kind, obj), obj,
             subresource="status", dry_run=dry_run))
 
+    async def finalize(self, namespace: M, *, dry_run: bool = False) -> M:
+        """PUT a Namespace to its ``finalize`` subresource: only ``spec.finalizers``
+        is taken from it (the namespace controller's last step)."""
+        kind = self.kind_of(namespace)
+        return cast(M, await self.transport.update(
+            kind, "", self._name(kind, namespace), namespace, subresource="finalize",
+            dry_run=dry_run))
+
     async def patch(self, cls: type[M], name: str,
                     patch: dict[str, Any] | builtins.list[Any] | bytes, *,
                     namespace: str = "", patch_type: PatchType = "merge",

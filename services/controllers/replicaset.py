@@ -53,6 +53,7 @@ from pilothouse.services.controllers.replicaset_utils import (
     ControllerExpectations,
     adopt_patch,
     calculate_status,
+    is_namespace_terminating,
     plan_claims,
     pod_from_template,
     pods_to_delete,
@@ -90,13 +91,6 @@ def add_controller_indexers(informer: Any, *, orphans: bool = True) -> None:
         informer.add_indexer(CONTROLLER_UID_INDEX, _controller_uid)
     if orphans and ORPHAN_INDEX not in names:
         informer.add_indexer(ORPHAN_INDEX, _orphan_namespace)
-
-
-def _namespace_terminating(exc: BaseException) -> bool:
-    if not isinstance(exc, APIError):
-        return False
-    causes = exc.details.get("causes") or []
-    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 class ReplicaSetController(Controller):
@@ -204,7 +198,7 @@ class ReplicaSetController(Controller):
         self.expectations.deletion_observed(key, meta_namespace_key(pod))
         self.enqueue(key)
 
-    # -- sync -------------------------------------------------------------------------------------
+    # -- sync ----------------------------------------------------------------------------------
 
     def selector(self, rs: apps_pb2.ReplicaSet) -> LabelSelector:
         """The parsed selector (cached per generation). Raises ``SelectorError``."""
@@ -320,7 +314,7 @@ class ReplicaSetController(Controller):
             try:
                 created = await self.client.create(pod, namespace=namespace)
             except APIError as exc:
-                if _namespace_terminating(exc):
+                if is_namespace_terminating(exc):
                     return  # the namespace is going away: nothing to report
                 self.recorder.event(rs, "Warning", "FailedCreate", f"Error creating: {exc}")
                 raise
@@ -374,7 +368,7 @@ class ReplicaSetController(Controller):
                         if is_pod_active(p))
         return pods
 
-    # -- status -----------------------------------------------------------------------------------
+    # -- status --------------------------------------------------------------------------------
 
     async def update_status(self, rs: apps_pb2.ReplicaSet,
                             status: apps_pb2.ReplicaSetStatus) -> apps_pb2.ReplicaSet | None:

@@ -40,6 +40,7 @@ __all__ = [
     "ControllerExpectations",
     "adopt_patch",
     "calculate_status",
+    "is_namespace_terminating",
     "plan_claims",
     "pod_from_template",
     "pods_to_delete",
@@ -185,6 +186,15 @@ class ControllerExpectations:
 
     def delete(self, key: str) -> None:
         self._records.pop(key, None)
+
+
+def is_namespace_terminating(exc: BaseException) -> bool:
+    """The apiserver refused a create because the namespace is being deleted."""
+    details = getattr(exc, "details", None)
+    if not isinstance(details, dict):
+        return False
+    causes = details.get("causes") or []
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 # -- creating ------------------------------------------------------------------------------
