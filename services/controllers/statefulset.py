@@ -123,16 +123,16 @@ class StatefulSetController(Controller):
 
         blocked = False
         for ordinal in wanted:
-            pod = pods.get(ordinal)
-            if pod is not None and pod.status.phase == "Failed" and \
-                    not pod.metadata.HasField("deletionTimestamp"):
-                await self._delete_pod(sts, pod)
+            current = pods.get(ordinal)
+            if current is not None and current.status.phase == "Failed" and \
+                    not current.metadata.HasField("deletionTimestamp"):
+                await self._delete_pod(sts, current)
                 pods.pop(ordinal)
                 blocked = True
                 if not parallel:
                     break
                 continue
-            if pod is None:
+            if current is None:
                 old = uses_current_revision(sts, ordinal)
                 await self._create_pod(sts, ordinal, current_tmpl if old else sts.spec.template,
                                        current_rev if old else update_rev)
@@ -140,7 +140,7 @@ class StatefulSetController(Controller):
                 if not parallel:
                     break
                 continue
-            if not self._healthy(sts, pod):
+            if not self._healthy(sts, current):
                 blocked = True
                 if not parallel:
                     break

@@ -73,7 +73,8 @@ def new_pod(sts: apps_pb2.StatefulSet, template: core_pb2.PodTemplateSpec, ordin
         del pod.spec.volumes[:]
         pod.spec.volumes.extend(kept)
         volume = pod.spec.volumes.add(name=cname)
-        volume.volumeSource.persistentVolumeClaim.claimName = claim_name(cname, sts.metadata.name, ordinal)
+        claim_ref = volume.volumeSource.persistentVolumeClaim
+        claim_ref.claimName = claim_name(cname, sts.metadata.name, ordinal)
     return pod
 
 

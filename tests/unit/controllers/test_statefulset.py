@@ -114,7 +114,8 @@ async def test_ordered_ready_creation_and_identity() -> None:
     assert pod.metadata.labels[POD_INDEX_LABEL] == "1"
     assert (pod.spec.hostname, pod.spec.subdomain) == ("web-1", "nginx")
     [volume] = pod.spec.volumes
-    assert (volume.name, volume.volumeSource.persistentVolumeClaim.claimName) == ("www", "www-web-1")
+    source = volume.volumeSource.persistentVolumeClaim
+    assert (volume.name, source.claimName) == ("www", "www-web-1")
     claims = cluster.objects(core_pb2.PersistentVolumeClaim)
     assert [c.metadata.name for c in claims] == ["www-web-0", "www-web-1", "www-web-2"]
     assert claims[0].metadata.labels["app"] == "nginx"
