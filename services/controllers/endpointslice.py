@@ -55,8 +55,11 @@ class EndpointSliceController(Controller):
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
-        self.max_per_slice = int(ctx.settings.get(  # type: ignore[call-overload]
-            "max-endpoints-per-slice", MAX_ENDPOINTS_PER_SLICE))
+        limit = ctx.settings.get("max-endpoints-per-slice", MAX_ENDPOINTS_PER_SLICE)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ValueError(f"setting max-endpoints-per-slice must be an integer from 1 to "
+                             f"1000, not {limit!r}")
+        self.max_per_slice = limit
         self.services = ctx.informers.informer_for(core_pb2.Service)
         self.pods = ctx.informers.informer_for(core_pb2.Pod)
         self.nodes = ctx.informers.informer_for(core_pb2.Node)

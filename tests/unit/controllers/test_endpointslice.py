@@ -170,3 +170,9 @@ async def test_failed_write_records_event_and_raises() -> None:
     with pytest.raises(APIError):
         await controller.sync("default/web")
     assert cluster.recorder.reasons() == ["FailedToUpdateEndpointSlices"]
+
+
+@pytest.mark.parametrize("value", ["many", 0, 5000, True])
+def test_bad_max_endpoints_setting(value: object) -> None:
+    with pytest.raises(ValueError, match="max-endpoints-per-slice"):
+        EndpointSliceController(FakeCluster(settings={"max-endpoints-per-slice": value}).ctx)
