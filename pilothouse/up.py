@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="container runtime for this machine's node (process: the "
                              "runtime shim's process backend; none: control plane only). "
                              "Default: process when root")
+    parser.add_argument("--node-name", default="",
+                        help="name of this machine's Node (default: the host name)")
     parser.add_argument("--fake-nodes", type=int, default=0, metavar="N",
                         help="also register N simulated nodes (KWOK-like) that run pods "
                              "bound to them")
@@ -105,6 +107,17 @@ def _nodes_registered(api: str, count: int, label: str) -> Callable[[], Awaitabl
     return ready
 
 
+def _node_ready(api: str, node: str) -> Callable[[], Awaitable[bool]]:
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.get(f"{api}/api/v1/nodes/{node}")
+            if r.status_code != 200:
+                return False
+            conditions = r.json().get("status", {}).get("conditions", [])
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return ready
+
+
 async def _prepare_images(data_dir: Path, shim_root: Path) -> str:
     """Build the busybox and pause images from Debian's busybox-static (no registry)
     and import them into the runtime shim's store, once."""
@@ -142,7 +155,7 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     node_components = args.runtime != "none"
-    steps = 3 + (2 if node_components else 0) + (1 if args.fake_nodes else 0)
+    steps = 4 + (3 if node_components else 0) + (1 if args.fake_nodes else 0)
     progress = Progress(total=steps)
     t = progress.begin(f"starting the apiserver (state in {data_dir})")
     apiserver = APIServer(APIServerConfig(data_dir=data_dir, host=args.bind_address,
@@ -174,6 +187,27 @@ async def _up(args: argparse.Namespace) -> int:
             ["scheduler", "--master", grpc_url, "--bind-address", host, "--port", str(port)],
             ready=_http_ready(f"http://{host}:{port}/readyz")))
         progress.done(t, f"http://{host}:{port}/metrics")
+        t = progress.begin("starting the controller-manager")
+        port = _free_port(host)
+        await supervisor.start(Component(
+            "controller-manager",
+            ["controller-manager", "--apiserver", grpc_url, "--bind-address", host,
+             "--port", str(port)],
+            ready=_http_ready(f"http://{host}:{port}/readyz")))
+        progress.done(t, f"http://{host}:{port}/metrics")
+        if node_components:
+            node_name = args.node_name or socket.gethostname().lower()
+            t = progress.begin(f"starting the kubelet (node {node_name})")
+            port = _free_port(host)
+            await supervisor.start(Component(
+                "kubelet",
+                ["kubelet", "--node-name", node_name,
+                 "--runtime-endpoint", f"unix://{socket_path}", "--apiserver", grpc_url,
+                 "--root-dir", str(data_dir / "kubelet"), "--address", host,
+                 "--node-ip", host, "--port", str(port),
+                 "--pod-manifest-path", str(data_dir / "manifests")],
+                ready=_node_ready(apiserver.url, node_name)))
+            progress.done(t, f"http://{host}:{port}/healthz")
         if args.fake_nodes:
             t = progress.begin(f"registering {args.fake_nodes} simulated nodes")
             await supervisor.start(Component(
