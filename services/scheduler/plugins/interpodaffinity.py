@@ -200,10 +200,18 @@ class InterPodAffinity:
                 tv = labels.get(t.topology_key)
                 if tv is not None and s.anti_affinity_counts.get((t.topology_key, tv), 0) > 0:
                     return _REJECT_ANTI
-        if s.existing_anti_affinity_counts:
-            for (key, value), n in s.existing_anti_affinity_counts.items():
-                if n > 0 and labels.get(key) == value:
-                    return _REJECT_EXISTING
+        existing = s.existing_anti_affinity_counts
+        if existing:
+            # Look the node's few labels up in the counts (not the counts in the labels:
+            # the counts grow with every pod placed).
+            if len(existing) > len(labels):
+                for pair in labels.items():
+                    if existing.get(pair, 0) > 0:
+                        return _REJECT_EXISTING
+            else:
+                for (key, value), n in existing.items():
+                    if n > 0 and labels.get(key) == value:
+                        return _REJECT_EXISTING
         return None
 
     # -- Score -----------------------------------------------------------------------------
