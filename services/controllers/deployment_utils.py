@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pilothouse.api.codec import message_to_dict
 from pilothouse.api.intstr import scaled_value
 from pilothouse.api.timeutil import time_from_proto, time_to_proto
 from pilothouse.gen.k8s.apps.v1 import apps_pb2
@@ -144,12 +145,30 @@ def _without_hash(template: core_pb2.PodTemplateSpec) -> core_pb2.PodTemplateSpe
     return copy
 
 
+def _pruned(value: Any) -> Any:
+    """JSON with empty objects and lists dropped: the Go zero value of a struct
+    field (``creationTimestamp: {}``, ``resources: {}``) means the same as no field."""
+    if isinstance(value, dict):
+        out = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def equal_ignore_hash(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
-    """Two templates are the same but for the ``pod-template-hash`` label.
+    """Two templates are the same but for the ``pod-template-hash`` label
+    (Kubernetes' ``EqualIgnoreHash``, a semantic comparison).
 
     The hash label is ignored because a Deployment's template never has it
-    and the hash of a template may change between releases."""
-    return _without_hash(a) == _without_hash(b)
+    and the hash of a template may change between releases. Templates are
+    compared as pruned JSON because a template that went through a client
+    (``kubectl rollout undo`` copies one back from a ReplicaSet) may carry
+    empty structs where the other has none."""
+    x, y = _without_hash(a), _without_hash(b)
+    if x == y:
+        return True
+    return bool(_pruned(message_to_dict(x)) == _pruned(message_to_dict(y)))
 
 
 def find_new_replica_set(d: apps_pb2.Deployment, replica_sets: Sequence[apps_pb2.ReplicaSet]

@@ -426,6 +426,9 @@ def test_equal_ignore_hash() -> None:
     b = copy_object(a)
     b.metadata.labels["pod-template-hash"] = "abc"
     assert equal_ignore_hash(a, b)
+    b.metadata.creationTimestamp.SetInParent()  # {} from a client: the same as absent
+    b.spec.containers[0].resources.SetInParent()
+    assert equal_ignore_hash(a, b)
     b.spec.containers[0].image = "other"
     assert not equal_ignore_hash(a, b)
 
