@@ -40,3 +40,5 @@ class KubeletConfig:
     # A container that ran this long before exiting starts its back-off afresh.
     backoff_reset: float = 600.0
     runtime_request_timeout: float = 120.0
+    # New pods started (sandbox + containers) at once; 0: no limit.
+    concurrent_pod_starts: int = 16

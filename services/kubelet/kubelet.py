@@ -86,7 +86,9 @@ class Kubelet:
             services=lambda: self.services.list(),
             node_allocatable=self._allocatable))
         self.workers = PodWorkers(self.syncer, clock=self.clock,
-                                  resync_period=config.resync_period)
+                                  resync_period=config.resync_period,
+                                  runtime_has=lambda uid: uid in self.pleg.pods_with_sandboxes,
+                                  concurrent_starts=config.concurrent_pod_starts)
         self.pleg = PLEG(self.runtime, clock=self.clock, period=config.pleg_relist_period,
                          metrics=self.metrics, on_change=self._wake)
         self.static: dict[str, static_pods.StaticPod] = {}
@@ -236,9 +238,9 @@ class Kubelet:
         self.pods.add_event_handler(on_add=self._on_pod, on_update=self._on_pod_update,
                                     on_delete=self._on_pod_delete)
         self.recorder_task = asyncio.create_task(self.recorder.run(), name="kubelet-events")
+        await self.pleg.relist()  # before any worker starts: what already runs is adopted
         self.factory.start()
         await self.factory.wait_for_sync()
-        await self.pleg.relist()
         await self.housekeeping()
         self.synced.set()
         log.info("kubelet %s ready: %d pod(s) bound here, serving on %s:%d", self.node_name,

@@ -78,6 +78,7 @@ class PodState:
     last_status: core_pb2.PodStatus | None = None
     start_recorded: bool = False
     static: bool = False
+    fresh: bool = False  # the runtime had nothing for this pod when its worker started
     mirror_name: str = ""  # static pods: the mirror pod's name in the apiserver
     hooks_failed: set[str] = field(default_factory=set)
 
@@ -142,7 +143,9 @@ class PodSyncer:
     async def sync(self, state: PodState) -> float | None:
         """Drive the pod one step towards its spec; the next wake-up (monotonic) or None."""
         pod = state.pod
-        rp = await self.inspect(state.uid)
+        # A pod the runtime has never seen needs no listing (saves two CRI calls per new pod).
+        rp = RuntimePod(state.uid) if state.fresh else await self.inspect(state.uid)
+        state.fresh = False
         self._note_exits(state, rp)
         if state.deleting:
             await self.terminate(state, rp)
@@ -183,18 +186,22 @@ class PodSyncer:
                     with contextlib.suppress(RuntimeError_):
                         await self.d.runtime.call("StopPodSandbox", cri.StopPodSandboxRequest(
                             pod_sandbox_id=sb.id))
+            attempt = len(rp.sandboxes)
             try:
-                await self._create_sandbox(state, attempt=len(rp.sandboxes))
+                sandbox_id = await self._create_sandbox(state, attempt=attempt)
             except RuntimeError_ as e:
                 self.d.event(pod, "", "Warning", "FailedCreatePodSandBox",
                              f"Failed to create pod sandbox: {e.message}")
                 self.d.metrics.started_pods_errors.inc()
                 await self.write_status(state, rp)
                 return self.d.clock.monotonic() + FAILED_MOUNT_RETRY
-            rp = await self.inspect(state.uid)
-            sandbox = rp.ready_sandbox()
-            if sandbox is None:
+            sb_status = await self.d.runtime.sandbox_status(sandbox_id)
+            if sb_status is None or sb_status.state != cri.SANDBOX_READY:
                 return self.d.clock.monotonic() + FAILED_MOUNT_RETRY
+            sandbox = SandboxRecord(sandbox_id, True, sb_status.created_at, attempt,
+                                    sb_status.network.ip,
+                                    [a.ip for a in sb_status.network.additional_ips])
+            rp.sandboxes.insert(0, sandbox)
         pod_ips = [sandbox.ip, *sandbox.additional_ips] if sandbox.ip else []
         await asyncio.to_thread(self._write_hosts, pod, pod_ips)
         sandbox_config = self._sandbox_config(pod, sandbox.attempt)
@@ -206,8 +213,7 @@ class PodSyncer:
         if initialized and not state.view.failed_init:
             changed |= await self._sync_containers(state, rp, sandbox.id, sandbox_config,
                                                    pod_ips, wake)
-        if changed:
-            rp = await self.inspect(state.uid)
+        if changed:  # ``rp`` already holds what was started (``_start`` adds it)
             self._note_exits(state, rp)
         self._sync_probes(state, rp, pod_ips)
         self._readiness(state, rp)
@@ -484,6 +490,7 @@ class PodSyncer:
         # Kubernetes keeps one dead container per name (for lastState and --previous).
         for old in rp.all(spec.name)[1:]:
             await self._remove(old)
+            rp.containers.remove(old)
         log_dir = Path(sandbox_config.log_directory) / spec.name
         await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
         try:
@@ -503,7 +510,9 @@ class PodSyncer:
             state.view.waiting[spec.name] = ("RunContainerError", e.message)
             self.d.event(pod, spec.name, "Warning", "Failed", f"Error: {e.message}")
             wake.append(clock.monotonic() + CONFIG_ERROR_RETRY)
+            await self._add_record(rp, cid)
             return True
+        await self._add_record(rp, cid)
         state.view.waiting.pop(spec.name, None)
         self.d.metrics.started_containers.labels(
             "init_container" if kind != "regular" else "container").inc()
@@ -592,6 +601,12 @@ class PodSyncer:
         self.d.event(pod, spec.name, "Normal", "Pulled",
                      f'Successfully pulled image "{image}" in {took:.3f}s')
         return str(resp.image_ref)
+
+    async def _add_record(self, rp: RuntimePod, container_id: str) -> None:
+        """Put a container just created into ``rp`` (newest first) without relisting."""
+        status = await self.d.runtime.container_status(container_id)
+        if status is not None:
+            rp.containers.insert(0, ContainerRecord.from_status(status))
 
     async def _remove(self, c: ContainerRecord) -> None:
         with contextlib.suppress(RuntimeError_):

@@ -47,11 +47,17 @@ class _Worker:
 
 class PodWorkers:
     def __init__(self, syncer: PodSyncer, *, clock: AsyncClock, resync_period: float,
-                 on_finished: Callable[[PodState], None] = lambda s: None) -> None:
+                 on_finished: Callable[[PodState], None] = lambda s: None,
+                 runtime_has: Callable[[str], bool] = lambda uid: True,
+                 concurrent_starts: int = 0) -> None:
         self.syncer = syncer
         self.clock = clock
         self.resync_period = resync_period
         self.on_finished = on_finished
+        self.runtime_has = runtime_has  # does the runtime (last relist) hold this pod uid?
+        # First syncs of new pods (sandbox + containers) at most this many at a time
+        # (0: no limit): a burst of pods then finishes in order instead of all at the end.
+        self._starts = asyncio.Semaphore(concurrent_starts) if concurrent_starts else None
         self.workers: dict[str, _Worker] = {}  # by pod uid
         self.sync_errors = 0
         self._closed = False
@@ -66,7 +72,7 @@ class PodWorkers:
         w = self.workers.get(uid)
         if w is None:
             state = PodState(pod=pod, first_seen=self.clock.monotonic(), static=static,
-                             mirror_name=mirror_name)
+                             mirror_name=mirror_name, fresh=not self.runtime_has(uid))
             w = _Worker(state)
             self.workers[uid] = w
             w.task = asyncio.create_task(self._run(w), name=f"pod-worker:{state.key}")
@@ -113,7 +119,11 @@ class PodWorkers:
         while True:
             w.wake.clear()
             try:
-                next_wake = await self.syncer.sync(state)
+                if state.fresh and self._starts is not None:
+                    async with self._starts:
+                        next_wake = await self.syncer.sync(state)
+                else:
+                    next_wake = await self.syncer.sync(state)
             except asyncio.CancelledError:
                 raise
             except Exception:
