@@ -93,7 +93,10 @@ def _current(target: Path) -> Payload | None:
 
 
 def write_atomic(target: Path, payload: Payload) -> bool:
-    """Make ``target`` hold exactly ``payload``; False when it already did."""
+    """Make ``target`` hold exactly ``payload``; False when it already did.
+
+    Paths are relative and may not climb out (``VolumeError`` otherwise)."""
+    payload = {_clean_path(rel): value for rel, value in payload.items()}
     target.mkdir(parents=True, exist_ok=True)
     if _current(target) == payload:
         return False
