@@ -214,6 +214,17 @@ class DeploymentController(Controller):
     # -- sync ----------------------------------------------------------------------------------
 
     async def sync(self, key: str) -> None:
+        try:
+            await self.sync_deployment(key)
+        except APIError as exc:
+            if not exc.is_conflict():
+                raise
+            # Our cache is behind the object we wrote: look again (rate-limited)
+            # once the informer has caught up, without an error in the log.
+            log.debug("conflict, retrying", extra={"deployment": key, "error": str(exc)})
+            self.queue.add_rate_limited(key)
+
+    async def sync_deployment(self, key: str) -> None:
         namespace, name = split_key(key)
         cached = self.deployments.get(name, namespace)
         if cached is None:

@@ -51,6 +51,7 @@ from pilothouse.services.controllers.replicaset_utils import (
     BURST_REPLICAS,
     SLOW_START_INITIAL_BATCH,
     ControllerExpectations,
+    PodFacts,
     adopt_patch,
     calculate_status,
     is_namespace_terminating,
@@ -106,11 +107,12 @@ class ReplicaSetController(Controller):
         add_controller_indexers(self.replicasets, orphans=False)
         add_controller_indexers(self.pods)
         self._selectors: dict[str, tuple[int, LabelSelector]] = {}
+        self._facts: dict[int, tuple[core_pb2.Pod, PodFacts]] = {}
         self.replicasets.add_event_handler(
             on_add=self._rs_changed, on_update=lambda old, new: self._rs_changed(new),
             on_delete=self._rs_deleted)
-        self.pods.add_event_handler(on_add=self._pod_added, on_update=self._pod_updated,
-                                    on_delete=self._pod_deleted)
+        self.pods.add_event_handler(on_add=self._pod_added, on_update=self._pod_changed,
+                                    on_delete=self._pod_gone)
 
     # -- event handlers: objects to keys ------------------------------------------------------
 
@@ -186,6 +188,16 @@ class ReplicaSetController(Controller):
             for rs in self._matching_replicasets(cur):
                 self.enqueue(meta_namespace_key(rs))
 
+    def _pod_gone(self, obj: core_pb2.Pod | DeletedFinalStateUnknown[core_pb2.Pod]) -> None:
+        pod = obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
+        self._facts.pop(id(pod), None)
+        self._pod_deleted(pod)
+
+    def _pod_changed(self, old: core_pb2.Pod, cur: core_pb2.Pod) -> None:
+        if old is not cur:
+            self._facts.pop(id(old), None)
+        self._pod_updated(old, cur)
+
     def _pod_deleted(self, obj: core_pb2.Pod | DeletedFinalStateUnknown[core_pb2.Pod]) -> None:
         pod = obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
         ref = controller_ref(pod)
@@ -211,6 +223,17 @@ class ReplicaSetController(Controller):
         return selector
 
     async def sync(self, key: str) -> None:
+        try:
+            await self.sync_replicaset(key)
+        except APIError as exc:
+            if not exc.is_conflict():
+                raise
+            # Our cache is behind the object we wrote: look again (rate-limited)
+            # once the informer has caught up, without an error in the log.
+            log.debug("conflict, retrying", extra={"replicaset": key, "error": str(exc)})
+            self.queue.add_rate_limited(key)
+
+    async def sync_replicaset(self, key: str) -> None:
         namespace, name = split_key(key)
         rs = self.replicasets.get(name, namespace)
         if rs is None:
@@ -223,14 +246,14 @@ class ReplicaSetController(Controller):
             # A spec problem: retrying cannot fix it; the next spec change re-queues.
             log.error("invalid selector", extra={"replicaset": key, "error": str(exc)})
             return
-        pods = await self.claim_pods(rs, selector)
+        pods, facts = await self.claim_pods(rs, selector)
         manage_error: BaseException | None = None
         if needs_sync and not rs.metadata.HasField("deletionTimestamp"):
             try:
                 await self.manage_replicas(pods, rs, key)
             except Exception as exc:  # reported in the status, then retried
                 manage_error = exc
-        status = calculate_status(rs, pods, manage_error, self.ctx.now())
+        status = calculate_status(rs, pods, manage_error, self.ctx.now(), facts)
         updated = await self.update_status(rs, status)
         self.syncs += 1
         if manage_error is not None:
@@ -240,20 +263,53 @@ class ReplicaSetController(Controller):
                 and updated.status.availableReplicas != _replicas(updated)):
             self.enqueue_after(key, float(updated.spec.minReadySeconds))
 
+    def facts(self, pod: core_pb2.Pod) -> PodFacts:
+        """The facts of a cached pod, read once per cached version.
+
+        Keyed by the cached object itself (cached objects never change; a new
+        version is a new object): the pod handlers drop an entry when its
+        object leaves the cache."""
+        entry = self._facts.get(id(pod))
+        if entry is not None and entry[0] is pod:
+            return entry[1]
+        facts = PodFacts.of(pod)
+        self._facts[id(pod)] = (pod, facts)
+        return facts
+
     # -- claiming ------------------------------------------------------------------------------
 
-    async def claim_pods(self, rs: apps_pb2.ReplicaSet,
-                         selector: LabelSelector) -> list[core_pb2.Pod]:
-        """The active pods this ReplicaSet controls after adopting and releasing."""
+    async def claim_pods(self, rs: apps_pb2.ReplicaSet, selector: LabelSelector
+                         ) -> tuple[list[core_pb2.Pod], list[PodFacts]]:
+        """The active pods this ReplicaSet controls after adopting and releasing, and
+        their facts.
+
+        The pods the index says we control only need the selector check (the
+        hot path: a thousand of them); the namespace's orphans go through the
+        full claim rules."""
         namespace = rs.metadata.namespace
-        candidates = [p for p in self.pods.by_index(CONTROLLER_UID_INDEX, rs.metadata.uid)
-                      if p.metadata.namespace == namespace]
-        candidates += self.pods.by_index(ORPHAN_INDEX, namespace)
-        active = [p for p in candidates if is_pod_active(p)]
-        plan = plan_claims(rs.metadata.uid, rs.metadata.HasField("deletionTimestamp"), active,
-                           lambda p: selector.matches(dict(p.metadata.labels)))
+        deleting = rs.metadata.HasField("deletionTimestamp")
+        owned: list[core_pb2.Pod] = []
+        owned_facts: list[PodFacts] = []
+        release: list[core_pb2.Pod] = []
+        for pod in self.pods.by_index(CONTROLLER_UID_INDEX, rs.metadata.uid):
+            facts = self.facts(pod)
+            if not facts.active:
+                continue
+            if selector.matches(facts.labels):
+                owned.append(pod)
+                owned_facts.append(facts)
+            elif not deleting:
+                release.append(pod)
+        orphans = [p for p in self.pods.by_index(ORPHAN_INDEX, namespace)
+                   if self.facts(p).active]
+        # (Pods of another namespace never carry this ReplicaSet's UID: the
+        # apiserver's UIDs are unique and owners are namespace-local.)
+        plan = plan_claims(rs.metadata.uid, deleting, orphans,
+                           lambda p: selector.matches(self.facts(p).labels))
+        plan.release.extend(release)
         if not plan.adopt and not plan.release:
-            return plan.owned
+            return owned, owned_facts
+        plan.owned = owned
         errors: list[BaseException] = []
         if not await self._can_adopt(rs):
             plan.adopt = []
@@ -278,7 +334,7 @@ class ReplicaSetController(Controller):
                     errors.append(exc)
         if errors:
             raise errors[0]
-        return plan.owned
+        return plan.owned, [PodFacts.of(p) for p in plan.owned]
 
     async def _can_adopt(self, rs: apps_pb2.ReplicaSet) -> bool:
         """Adopt only if the ReplicaSet, read fresh, is the same one and not being deleted."""

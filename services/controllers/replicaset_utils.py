@@ -26,7 +26,6 @@ from pilothouse.gen.k8s.meta.v1 import meta_pb2
 from pilothouse.services.controllers.pod_utils import (
     controller_ref,
     is_pod_active,
-    is_pod_available,
     is_pod_ready,
     pod_ready_time,
 )
@@ -38,6 +37,7 @@ __all__ = [
     "SLOW_START_INITIAL_BATCH",
     "ClaimPlan",
     "ControllerExpectations",
+    "PodFacts",
     "adopt_patch",
     "calculate_status",
     "is_namespace_terminating",
@@ -362,28 +362,53 @@ def pods_to_delete(pods: Sequence[core_pb2.Pod], related: Iterable[core_pb2.Pod]
 REPLICA_FAILURE = "ReplicaFailure"
 
 
-def _labels_contain(labels: Any, wanted: Any) -> bool:
-    return all(labels.get(k) == v for k, v in wanted.items())
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    """What a ReplicaSet sync needs from one version of a pod, read out once.
+
+    Reading protobuf fields is the cost of a sync over a thousand pods; the
+    controller keeps these per (uid, resourceVersion), so a steady-state sync
+    reads plain Python values."""
+
+    labels: dict[str, str]
+    active: bool
+    ready: bool
+    ready_since: datetime | None
+
+    @classmethod
+    def of(cls, pod: core_pb2.Pod) -> PodFacts:
+        ready = is_pod_ready(pod)
+        return cls(dict(pod.metadata.labels), is_pod_active(pod), ready,
+                   pod_ready_time(pod) if ready else None)
+
+    def available(self, min_ready_seconds: int, now: datetime) -> bool:
+        if not self.ready:
+            return False
+        if min_ready_seconds <= 0:
+            return True
+        return (self.ready_since is not None
+                and (now - self.ready_since).total_seconds() >= min_ready_seconds)
 
 
 def calculate_status(rs: apps_pb2.ReplicaSet, pods: Sequence[core_pb2.Pod],
-                     manage_error: BaseException | None, now: datetime
-                     ) -> apps_pb2.ReplicaSetStatus:
+                     manage_error: BaseException | None, now: datetime,
+                     facts: Sequence[PodFacts] | None = None) -> apps_pb2.ReplicaSetStatus:
     """The status a ReplicaSet should report for its active ``pods`` (``calculateStatus``).
 
     ``ReplicaFailure`` is set (FailedCreate/FailedDelete) when managing the
     replicas failed and cleared once it succeeds. ``observedGeneration`` is
-    left to the caller.
+    left to the caller. ``facts`` (one per pod) saves reading the pods again.
     """
+    if facts is None:
+        facts = [PodFacts.of(p) for p in pods]
     status = apps_pb2.ReplicaSetStatus()
     status.CopyFrom(rs.status)
-    template_labels = rs.spec.template.metadata.labels
+    wanted = dict(rs.spec.template.metadata.labels).items()
     min_ready = rs.spec.minReadySeconds
     status.replicas = len(pods)
-    status.fullyLabeledReplicas = sum(
-        1 for p in pods if _labels_contain(p.metadata.labels, template_labels))
-    status.readyReplicas = sum(1 for p in pods if is_pod_ready(p))
-    status.availableReplicas = sum(1 for p in pods if is_pod_available(p, min_ready, now))
+    status.fullyLabeledReplicas = sum(1 for f in facts if wanted <= f.labels.items())
+    status.readyReplicas = sum(1 for f in facts if f.ready)
+    status.availableReplicas = sum(1 for f in facts if f.available(min_ready, now))
     existing = [c for c in status.conditions if c.type == REPLICA_FAILURE]
     if manage_error is not None and not existing:
         want = rs.spec.replicas if rs.spec.HasField("replicas") else 1

@@ -403,3 +403,19 @@ async def test_handlers_enqueue_owner_and_matching_replicasets() -> None:
     assert len(controller.queue) == 1
     key = await asyncio.wait_for(controller.queue.get(), 1)
     assert key == KEY
+
+
+async def test_pod_facts_follow_new_versions_of_a_pod() -> None:
+    cluster, controller, rs = await cluster_with_rs(replicas=1)
+    pod = await cluster.add(make_pod("p", owner=rs, node="n", ready=False))
+    await controller.sync(KEY)
+    cluster.settle()
+    assert cluster.get(apps_pb2.ReplicaSet, "web").status.readyReplicas == 0  # type: ignore[union-attr]
+    ready = make_pod("p", owner=rs, node="n", ready=True)
+    ready.metadata.uid = pod.metadata.uid
+    await cluster.put(ready)
+    await controller.sync(KEY)
+    cluster.settle()
+    assert cluster.get(apps_pb2.ReplicaSet, "web").status.readyReplicas == 1  # type: ignore[union-attr]
+    await cluster.remove(core_pb2.Pod, "p", "default")
+    assert len(controller._facts) == 0  # entries leave with their pods
