@@ -100,6 +100,7 @@ class EndpointsController(Controller):
             on_update=self._pod_updated,
             on_delete=self._pod_changed)
         self.endpoints.add_event_handler(
+            on_add=self._enqueue_service,
             on_update=lambda old, new: self._enqueue_service(new),
             on_delete=self._enqueue_service)
 
@@ -146,12 +147,9 @@ class EndpointsController(Controller):
             ep.metadata.labels.update(labels)
             if truncated:
                 ep.metadata.annotations[OVER_CAPACITY] = "truncated"
-            try:
-                await self.client.create(ep)
-            except APIError as exc:
-                # Our cache is behind: the next event for it brings us back here.
-                if not exc.is_already_exists():
-                    raise
+            # AlreadyExists means our cache is behind: the error retries the key
+            # (with back-off) until the cache shows the object to update.
+            await self.client.create(ep)
             return
         same_annotation = (current.metadata.annotations.get(OVER_CAPACITY) == "truncated") \
             == truncated
