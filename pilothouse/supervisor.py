@@ -39,6 +39,8 @@ class Component:
     ready: Callable[[], Awaitable[bool]]
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 60.0
+    # Runs before the component is sent SIGTERM on shutdown (errors are logged).
+    before_stop: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -136,6 +138,12 @@ class Supervisor:
             process = running.process
             if process.returncode is not None:
                 continue
+            if running.spec.before_stop is not None:
+                try:
+                    await asyncio.wait_for(running.spec.before_stop(), STOP_GRACE_SECONDS)
+                except Exception as exc:
+                    log.warning("before-stop hook failed",
+                                extra={"component": running.spec.name, "error": str(exc)})
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:

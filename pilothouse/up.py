@@ -118,6 +118,24 @@ def _node_ready(api: str, node: str) -> Callable[[], Awaitable[bool]]:
     return ready
 
 
+async def _remove_all_pods(socket_path: Path) -> None:
+    """Stop and remove every pod sandbox of the runtime: `pilothouse up` stopping is
+    this machine's node going down, and no container, mount or namespace outlives it.
+    (The next start's kubelet recreates the pods the apiserver still has.)"""
+    import grpc
+
+    from pilothouse.gen.cri.runtime.v1 import api_pb2, api_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"unix://{socket_path}") as channel:
+        stub = api_pb2_grpc.RuntimeServiceStub(channel)
+        sandboxes = await stub.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=10)
+        for sandbox in sandboxes.items:
+            await stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sandbox.id),
+                                      timeout=30)
+            await stub.RemovePodSandbox(
+                api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id), timeout=30)
+
+
 async def _prepare_images(data_dir: Path, shim_root: Path) -> str:
     """Build the busybox and pause images from Debian's busybox-static (no registry)
     and import them into the runtime shim's store, once."""
@@ -176,7 +194,8 @@ async def _up(args: argparse.Namespace) -> int:
                 "runtime-shim",
                 ["runtime-shim", "--backend", args.runtime, "--listen", f"unix://{socket_path}",
                  "--root", str(shim_root)],
-                ready=lambda: _runtime_ready(socket_path)))
+                ready=lambda: _runtime_ready(socket_path),
+                before_stop=lambda: _remove_all_pods(socket_path)))
             progress.done(t, f"unix://{socket_path}")
         host = args.bind_address
         grpc_url = f"grpc://{apiserver.grpc_address}"
