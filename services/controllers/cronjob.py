@@ -41,6 +41,7 @@ from pilothouse.services.controllers.cronjob_utils import (
 )
 from pilothouse.services.controllers.job_utils import job_finished_condition
 from pilothouse.services.controllers.pod_utils import controller_ref, is_owned_by
+from pilothouse.services.controllers.settings import workers
 
 __all__ = ["DESCRIPTOR", "CronJobController"]
 
@@ -228,7 +229,7 @@ class CronJobController(Controller):
 async def start_cronjob(ctx: ControllerContext) -> None:
     controller = CronJobController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("cronjob", start_cronjob)

@@ -56,6 +56,7 @@ from pilothouse.services.controllers.revisions import (
     HashCollision,
     sync_revisions,
 )
+from pilothouse.services.controllers.settings import workers
 
 __all__ = ["DESCRIPTOR", "DaemonSetController"]
 
@@ -312,7 +313,7 @@ class DaemonSetController(Controller):
 async def start_daemonset(ctx: ControllerContext) -> None:
     controller = DaemonSetController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("daemonset", start_daemonset)

@@ -33,6 +33,7 @@ from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.gen.k8s.policy.v1 import policy_pb2
 from pilothouse.services.controllers.base import Controller, ControllerContext, ControllerDescriptor
 from pilothouse.services.controllers.pod_utils import controller_ref, is_pod_ready
+from pilothouse.services.controllers.settings import workers
 
 __all__ = ["DESCRIPTOR", "DisruptionController", "ExpectedCountError"]
 
@@ -203,7 +204,7 @@ def _set_condition(status: policy_pb2.PodDisruptionBudgetStatus, value: str, rea
 async def start_disruption(ctx: ControllerContext) -> None:
     controller = DisruptionController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("disruption", start_disruption)

@@ -31,6 +31,7 @@ from pilothouse.services.controllers.endpoints_utils import (
     should_pod_be_in_endpoints,
 )
 from pilothouse.services.controllers.pod_utils import is_pod_ready
+from pilothouse.services.controllers.settings import workers
 
 __all__ = ["DESCRIPTOR", "EndpointsController", "build_subsets"]
 
@@ -171,7 +172,7 @@ class EndpointsController(Controller):
 async def start_endpoints(ctx: ControllerContext) -> None:
     controller = EndpointsController(ctx)
     ctx.informers.start()  # informers asked for above start now (start() is idempotent)
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("endpoints", start_endpoints)

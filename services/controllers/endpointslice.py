@@ -37,6 +37,7 @@ from pilothouse.services.controllers.endpointslice_utils import (
     plan_slices,
 )
 from pilothouse.services.controllers.pod_utils import new_owner_reference
+from pilothouse.services.controllers.settings import workers
 
 __all__ = ["DESCRIPTOR", "EndpointSliceController"]
 
@@ -190,7 +191,7 @@ class EndpointSliceController(Controller):
 async def start_endpointslice(ctx: ControllerContext) -> None:
     controller = EndpointSliceController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("endpointslice", start_endpointslice)

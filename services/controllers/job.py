@@ -65,6 +65,7 @@ from pilothouse.services.controllers.pod_utils import (
     is_pod_ready,
     set_condition,
 )
+from pilothouse.services.controllers.settings import workers
 
 __all__ = ["DESCRIPTOR", "TTL_DESCRIPTOR", "JobController", "TTLAfterFinishedController"]
 
@@ -433,13 +434,13 @@ class TTLAfterFinishedController(Controller):
 async def start_job(ctx: ControllerContext) -> None:
     controller = JobController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 async def start_ttl_after_finished(ctx: ControllerContext) -> None:
     controller = TTLAfterFinishedController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("job", start_job)

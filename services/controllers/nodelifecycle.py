@@ -53,6 +53,7 @@ from pilothouse.services.controllers.pod_utils import (
     get_condition,
     is_pod_ready,
 )
+from pilothouse.services.controllers.settings import seconds, workers
 
 __all__ = ["DESCRIPTOR", "NodeLifecycleController"]
 
@@ -78,20 +79,13 @@ def _heartbeat(node: core_pb2.Node) -> tuple[int, int] | None:
     return int(cond.lastHeartbeatTime.seconds), int(cond.lastHeartbeatTime.nanos)
 
 
-def _setting(ctx: ControllerContext, name: str, default: float) -> float:
-    value = ctx.settings.get(name, default)
-    if not isinstance(value, int | float):
-        raise ValueError(f"setting {name} must be a number of seconds, not {value!r}")
-    return float(value)
-
-
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
-        self.grace = _setting(ctx, "node-monitor-grace-period", DEFAULT_GRACE)
-        self.startup_grace = _setting(ctx, "node-startup-grace-period", DEFAULT_STARTUP_GRACE)
+        self.grace = seconds(ctx, "node-monitor-grace-period", DEFAULT_GRACE)
+        self.startup_grace = seconds(ctx, "node-startup-grace-period", DEFAULT_STARTUP_GRACE)
         self.nodes = ctx.informers.informer_for(core_pb2.Node)
         self.leases = ctx.informers.informer_for(coordination_pb2.Lease)
         self.pods = ctx.informers.informer_for(core_pb2.Pod)
@@ -260,7 +254,7 @@ class NodeLifecycleController(Controller):
 async def start_nodelifecycle(ctx: ControllerContext) -> None:
     controller = NodeLifecycleController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("nodelifecycle", start_nodelifecycle)

@@ -50,6 +50,7 @@ from pilothouse.services.controllers.revisions import (
     revision_template,
     sync_revisions,
 )
+from pilothouse.services.controllers.settings import workers
 from pilothouse.services.controllers.statefulset_utils import (
     claim_name,
     new_claims,
@@ -273,7 +274,7 @@ class StatefulSetController(Controller):
 async def start_statefulset(ctx: ControllerContext) -> None:
     controller = StatefulSetController(ctx)
     ctx.informers.start()
-    await controller.run()
+    await controller.run(workers=workers(ctx, controller.name))
 
 
 DESCRIPTOR = ControllerDescriptor("statefulset", start_statefulset)

@@ -254,3 +254,21 @@ async def test_deleted_node_forgotten() -> None:
     await cluster.remove(core_pb2.Node, "n1")
     await controller.sync("n1")
     assert "n1" not in controller.health
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    pytest.param({}, 1, id="context-default"),
+    pytest.param({"concurrent-nodelifecycle-syncs": 4}, 4, id="concurrent"),
+])
+def test_workers_setting(settings: dict[str, object], expected: int) -> None:
+    from pilothouse.services.controllers.settings import workers
+
+    assert workers(FakeCluster(settings=settings).ctx, "nodelifecycle") == expected
+
+
+@pytest.mark.parametrize("value", [0, "two", True])
+def test_bad_workers_setting(value: object) -> None:
+    from pilothouse.services.controllers.settings import workers
+
+    with pytest.raises(ValueError, match="concurrent-job-syncs"):
+        workers(FakeCluster(settings={"concurrent-job-syncs": value}).ctx, "job")
