@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -92,7 +93,10 @@ class CachedObject:
         return self._protobuf
 
     def document(self) -> dict[str, Any]:
-        return object_to_dict(self.kind, self.obj)
+        """A private copy of the JSON document (parsing the cached JSON is several
+        times faster than converting the message again)."""
+        doc: dict[str, Any] = json.loads(self.json())
+        return doc
 
 
 def labels_of(obj: Object) -> dict[str, str]:
