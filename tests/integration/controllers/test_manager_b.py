@@ -173,7 +173,7 @@ async def test_node_whose_lease_stops_goes_unknown_tainted_and_pods_evicted(
         client: Client) -> None:
     healthy = FakeNodes(client, 1, prefix="alive-", lease_renew_interval=0.2)
     doomed = FakeNodes(client, 1, prefix="doomed-", lease_renew_interval=0.2)
-    cm = manager(client, "nodelifecycle", settings={"node-monitor-grace-period": 2})
+    cm = manager(client, "nodelifecycle", settings={"node-monitor-grace-period": 4})
     async with running(healthy.run(), cm.run()):
         async with running(doomed.run()):
             await healthy.registered.wait()
