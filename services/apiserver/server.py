@@ -36,7 +36,7 @@ from pilothouse.services.apiserver.registry import Registry
 from pilothouse.services.apiserver.rest import RestAPI
 from pilothouse.services.apiserver.strategies.allocators import default_allocators
 from pilothouse.services.apiserver.strategies.services import held_values
-from pilothouse.storage import open_storage
+from pilothouse.storage import CompactionPolicy, Compactor, open_storage
 from pilothouse.storage.interface import Storage, StorageError
 
 log = logging.getLogger("pilothouse.apiserver")
@@ -56,6 +56,7 @@ class APIServerConfig:
     grpc_port: int | None = 0  # the gRPC frontend (0: any free port; None: not served)
     service_cidr: str = DEFAULT_SERVICE_CIDR
     node_port_range: str = DEFAULT_NODE_PORTS
+    compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
     http2: bool = False  # serve HTTP/1.1 and HTTP/2 (hypercorn) instead of HTTP/1.1 only
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +77,7 @@ class APIServer:
         self.app: RestAPI | None = None
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None
         self._hypercorn_stop: asyncio.Event | None = None
         self.grpc: GRPCServer | None = None
         self.port = config.port
@@ -97,6 +99,9 @@ class APIServer:
                                     exist_ok=True)
         self.storage = await open_storage(self.config.resolved_storage_url())
         allocators = default_allocators(self.config.service_cidr, self.config.node_port_range)
+        # Keep a window of history (5 min / 1000 revisions), as Kubernetes compacts etcd.
+        self._compactor = asyncio.create_task(
+            Compactor(self.storage, policy=self.config.compaction).run(), name="compactor")
         self.registry = Registry(self.storage, KindRegistry.builtin(), allocators=allocators)
         await self.registry.start()
         await self._seed_allocators()
@@ -183,6 +188,10 @@ class APIServer:
                 await asyncio.wait_for(self._serve_task, 5)
         if self.registry is not None:
             await self.registry.stop()
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
         if self.storage is not None:
             await self.storage.close()
 

@@ -468,3 +468,28 @@ async def test_protobuf_body_with_go_zero_values_gets_defaults(client: httpx.Asy
     assert (spec["restartPolicy"], spec["dnsPolicy"]) == ("Always", "ClusterFirst")
     assert spec["containers"][0]["terminationMessagePolicy"] == "File"
     assert spec["containers"][0]["imagePullPolicy"] == "Always"
+
+
+async def test_history_is_compacted_on_a_schedule(tmp_path: Path) -> None:
+    """The apiserver runs the storage compactor: old revisions become 410 Gone."""
+    from pilothouse.storage import CompactionPolicy
+
+    policy = CompactionPolicy(interval_seconds=0.05, retain_seconds=0, retain_revisions=1)
+    config = APIServerConfig(data_dir=tmp_path / "c", port=0, grpc_port=None, compaction=policy)
+    async with APIServer(config) as server:
+        assert server.storage is not None
+        storage = server.storage
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            first = (await c.post(CM, json=configmap("a"))).json()
+            for i in range(3):
+                await c.post(CM, json=configmap(f"b{i}"))
+            rv = int(first["metadata"]["resourceVersion"])
+
+            async def compacted() -> bool:
+                try:
+                    await storage.get("/registry/configmaps/default/a", revision=rv)
+                except Exception:
+                    return True
+                return False
+
+            await wait_for(compacted)
