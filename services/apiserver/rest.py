@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import yaml
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pilothouse.api.codec import message_to_dict
@@ -37,9 +37,11 @@ from pilothouse.api.serialization import (
     PROTOBUF_CONTENT_TYPE,
     SerializationError,
     decode_protobuf,
+    decode_protobuf_envelope,
     dumps,
     object_to_dict,
 )
+from pilothouse.gen.k8s.meta.v1 import meta_pb2
 from pilothouse.services.apiserver import discovery, errors, operations, proxy, tables
 from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
@@ -429,14 +431,7 @@ class RestAPI:
         return self._object_response(request, t.kind, updated, 200, warnings)
 
     async def _delete(self, request: Request, t: Target, store: ResourceStore) -> Response:
-        body = await request.body()
-        options_doc = None
-        if body.strip():
-            options_doc = parse_body(body, request.headers.get("content-type", JSON)
-                                     .split(";")[0].strip().lower())
-            if not isinstance(options_doc, dict):
-                raise errors.bad_request("DeleteOptions must be an object")
-        options = DeleteOptions.from_dict(options_doc, request.query)
+        options = DeleteOptions.from_dict(await _delete_options_doc(request), request.query)
         obj, deleted = await store.delete(t.namespace, t.name, options)
         # Kubernetes answers 200 with the object both when it is gone and when its
         # deletion is pending (grace period, finalizers).
@@ -445,12 +440,7 @@ class RestAPI:
 
     async def _delete_collection(self, request: Request, t: Target,
                                  store: ResourceStore) -> Response:
-        body = await request.body()
-        options_doc = None
-        if body.strip():
-            options_doc = parse_body(body, JSON)
-        options = DeleteOptions.from_dict(options_doc if isinstance(options_doc, dict) else None,
-                                          request.query)
+        options = DeleteOptions.from_dict(await _delete_options_doc(request), request.query)
         matches = self._matcher(request, t)
         deleted = await store.delete_collection(t.namespace, matches, options)
         rv = await self.registry.storage.current_revision()
@@ -712,6 +702,32 @@ def _warning_headers(warnings: list[str] | None) -> dict[str, str]:
         return {}
     value = ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings[:20])
     return {"Warning": value}
+
+
+async def _delete_options_doc(request: Request) -> dict[str, Any] | None:
+    """The DeleteOptions body of a DELETE as a JSON document (None without a body).
+
+    Go clients built for protobuf (Helm's typed client) send DeleteOptions in
+    Kubernetes' protobuf envelope, as they do every other body.
+    """
+    body = await request.body()
+    if not body.strip():
+        return None
+    content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if content_type == PROTOBUF_CONTENT_TYPE:
+        try:
+            envelope = decode_protobuf_envelope(body)
+            message = meta_pb2.DeleteOptions.FromString(envelope.raw)
+        except (SerializationError, DecodeError) as exc:
+            raise errors.bad_request(f"error decoding DeleteOptions: {exc}") from None
+        if envelope.typeMeta.kind not in ("", "DeleteOptions"):
+            raise errors.bad_request(
+                f"expected DeleteOptions, got {envelope.typeMeta.kind!r}")
+        return message_to_dict(message)
+    doc = parse_body(body, content_type)
+    if not isinstance(doc, dict):
+        raise errors.bad_request("DeleteOptions must be an object")
+    return doc
 
 
 def parse_body(body: bytes, content_type: str) -> Any:
