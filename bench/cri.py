@@ -3,9 +3,10 @@
     python bench/cri.py            # 50 pods per backend
     python bench/cri.py --quick    # 10 pods per backend
 
-Backends: our process backend (in-process shim on a unix socket) and, as the
-reference, containerd's own CRI plugin (a private containerd, Debian's 1.6,
-runc). Each pod is one sandbox and one busybox container running ``sleep``;
+Backends: our process backend (in-process shim on a unix socket), our
+containerd backend (the same shim driving a private containerd over its gRPC
+API) and, as the reference, containerd's own CRI plugin (a private containerd,
+Debian's 1.6, runc). Each pod is one sandbox and one busybox container running ``sleep``;
 pods are created one after another and all removed at the end. Needs root.
 Ends with one line ``BENCH {json}``.
 """
@@ -28,6 +29,9 @@ import grpc
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from pilothouse.runtime_shim.containerd import images as containerd_images
+from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
+from pilothouse.runtime_shim.containerd.client import Client
 from pilothouse.runtime_shim.containerd.daemon import Containerd
 from pilothouse.runtime_shim.images import oci
 from pilothouse.runtime_shim.images.store import ImageStore
@@ -119,6 +123,38 @@ async def bench_containerd(pods: int, workdir: Path, archives: list[Path]) -> li
         await asyncio.to_thread(daemon.cleanup)
 
 
+async def bench_ours_on_containerd(pods: int, workdir: Path, archive: Path) -> list[float]:
+    tag = secrets.token_hex(3)
+    daemon = Containerd(workdir / "ctd-ours", bridge=f"phy{tag}", subnet="10.216.0.0/16")
+    await asyncio.to_thread(daemon.start)
+    backend = ContainerdBackend(root=workdir / "ours", address=f"unix://{daemon.address}",
+                                namespace="bench", bridge=f"phz{tag}",
+                                pod_cidr="10.215.0.0/16",
+                                cgroup_parent=f"/pilothouse-bench-ctd-{tag}")
+    socket = f"unix://{workdir}/c.sock"
+    try:
+        client = Client(daemon.address, "bench")
+        await client.ensure_namespace()
+        await containerd_images.import_archive(client, archive)
+        await client.close()
+        server = await start_server(backend, socket)
+        try:
+            return await run_pods(socket, pods, workdir / "ologs")
+        finally:
+            await server.stop(None)
+            await backend.close()
+    finally:
+        await asyncio.to_thread(daemon.cleanup)
+        subprocess.run(["ip", "link", "del", f"phz{tag}"], capture_output=True, check=False)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            top = hierarchy / f"pilothouse-bench-ctd-{tag}"
+            if top.is_dir():
+                for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
+                    if d.is_dir():
+                        d.rmdir()
+                top.rmdir()
+
+
 def summary(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": round(percentile(latencies, 50) * 1000, 1),
             "p99_ms": round(percentile(latencies, 99) * 1000, 1),
@@ -143,13 +179,20 @@ async def main() -> int:
         print(f"process backend:     p50 {process['p50_ms']} ms  p99 {process['p99_ms']} ms",
               file=sys.stderr)
         if not opts.skip_containerd and shutil.which("containerd"):
+            ours = summary(await bench_ours_on_containerd(pods, workdir, busybox))
+            figures["containerd_backend"] = ours
+            print(f"containerd backend:  p50 {ours['p50_ms']} ms  p99 {ours['p99_ms']} ms",
+                  file=sys.stderr)
             reference = summary(await bench_containerd(pods, workdir, [busybox, pause]))
             figures["containerd_cri"] = reference
             figures["process_vs_containerd_p50"] = round(
                 process["p50_ms"] / reference["p50_ms"], 2)
+            figures["containerd_backend_vs_containerd_p50"] = round(
+                ours["p50_ms"] / reference["p50_ms"], 2)
             print(f"containerd CRI:      p50 {reference['p50_ms']} ms  "
                   f"p99 {reference['p99_ms']} ms", file=sys.stderr)
         else:
+            figures["containerd_backend"] = "not run (containerd not installed or skipped)"
             figures["containerd_cri"] = "not run (containerd not installed or skipped)"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -23,16 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help="unix:///PATH of the CRI socket")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
                         help="state, images and container files")
-    parser.add_argument("--bridge", default="pilothouse0", help="process backend: pod bridge")
-    parser.add_argument("--pod-cidr", default="10.88.0.0/16", help="process backend: pod IPs")
+    parser.add_argument("--bridge", default="pilothouse0",
+                        help="pod bridge (process: its own; containerd: the CNI bridge)")
+    parser.add_argument("--pod-cidr", default="10.88.0.0/16",
+                        help="pod IPs (process: its own IPAM; containerd: CNI host-local)")
     parser.add_argument("--cgroup-parent", default="/pilothouse",
-                        help="process backend: cgroup of sandboxes without a cgroup_parent")
-    parser.add_argument("--containerd-address", default="/run/containerd/containerd.sock",
+                        help="cgroup of sandboxes without a cgroup_parent")
+    parser.add_argument("--containerd-address", default="unix:///run/containerd/containerd.sock",
                         help="containerd backend: containerd's gRPC socket")
     parser.add_argument("--containerd-namespace", default="pilothouse",
                         help="containerd backend: the containerd namespace to use")
     parser.add_argument("--cni-bin-dir", default="/usr/lib/cni",
                         help="containerd backend: CNI plugin binaries")
+    parser.add_argument("--streaming-address", default="127.0.0.1:0",
+                        help="HOST:PORT of the streaming server behind Exec, Attach and "
+                        "PortForward (port 0: any free port)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -42,10 +47,14 @@ def make_backend(args: argparse.Namespace) -> RuntimeBackend:
 
         return ProcessBackend(root=args.root, bridge=args.bridge, pod_cidr=args.pod_cidr,
                               cgroup_parent=args.cgroup_parent)
-    raise ValueError(
-        "the containerd backend (driving containerd's gRPC API) is not implemented yet; "
-        "until it is, point CRI clients at containerd's own CRI socket "
-        f"(unix://{args.containerd_address}) or use --backend process")
+    from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
+    from pilothouse.runtime_shim.containerd.client import address_of
+
+    address_of(args.containerd_address)  # a clear error for a malformed address
+    return ContainerdBackend(root=args.root, address=args.containerd_address,
+                             namespace=args.containerd_namespace, cni_bin_dir=args.cni_bin_dir,
+                             bridge=args.bridge, pod_cidr=args.pod_cidr,
+                             cgroup_parent=args.cgroup_parent)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         unix_path(args.listen)
+        host, _, port = args.streaming_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--streaming-address must be HOST:PORT, got "
+                             f"{args.streaming_address!r}")
         backend = make_backend(args)
     except (ValueError, OSError) as err:
         print(f"pilothouse runtime-shim: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(backend, args.listen))
+        asyncio.run(serve(backend, args.listen, args.streaming_address))
     except OSError as err:
         print(f"pilothouse runtime-shim: {err}", file=sys.stderr)
         return 1

@@ -93,12 +93,25 @@ def unix_path(listen: str) -> Path:
     return Path(listen)
 
 
-async def start_server(backend: RuntimeBackend, listen: str) -> grpc.aio.Server:
-    """Start serving ``backend`` on the unix socket ``listen``; returns the running server."""
+async def start_server(backend: RuntimeBackend, listen: str,
+                       streaming_address: str | None = "127.0.0.1:0") -> grpc.aio.Server:
+    """Start serving ``backend`` on the unix socket ``listen``; returns the running server.
+
+    A backend that can stream (``stream_exec``, ``stream_attach``,
+    ``port_forward_netns``) also gets a streaming server on ``streaming_address``
+    (as its ``streaming`` attribute): the URLs Exec, Attach and PortForward answer.
+    The streaming server stops with the gRPC server (``server.stop``)."""
     path = unix_path(listen)
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a stale socket from a previous shim
+    streaming = None
+    if streaming_address is not None and hasattr(backend, "stream_exec"):
+        from pilothouse.runtime_shim.streaming import StreamingServer
+
+        streaming = StreamingServer(backend, streaming_address)  # type: ignore[arg-type]
+        await streaming.start()
+        backend.streaming = streaming  # type: ignore[attr-defined]
     await backend.start()
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -119,14 +132,23 @@ async def start_server(backend: RuntimeBackend, listen: str) -> grpc.aio.Server:
     )
     server.add_insecure_port(f"unix://{path}")
     await server.start()
+    if streaming is not None:
+        _stop = server.stop
+
+        async def stop(grace: float | None) -> None:
+            await _stop(grace)
+            await streaming.close()
+
+        server.stop = stop
     os.chmod(path, 0o660)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return server
 
 
-async def serve(backend: RuntimeBackend, listen: str) -> None:
+async def serve(backend: RuntimeBackend, listen: str,
+                streaming_address: str | None = "127.0.0.1:0") -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully (bounded) and close the backend."""
-    server = await start_server(backend, listen)
+    server = await start_server(backend, listen, streaming_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilothouse.runtime_shim.containerd.cni import conflist as cni_conflist
 from pilothouse.runtime_shim.images.oci import PAUSE_TAG
 
 CONFIG = """version = 2
@@ -42,20 +43,6 @@ state = "{dir}/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 """
-
-
-def cni_conflist(*, name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, object]:
-    return {
-        "cniVersion": "1.0.0",
-        "name": name,
-        "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
-             "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
-                      "dataDir": data_dir}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
 
 
 @dataclass
@@ -103,10 +90,10 @@ class Containerd:
             os.unlink(self.address)
 
     def import_image(self, archive: Path, namespace: str = "k8s.io") -> None:
-        proc = subprocess.run(["ctr", "-a", self.address, "-n", namespace, "images", "import",
-                               str(archive)], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ctr images import {archive}: {proc.stderr.strip()}")
+        """Import over containerd's gRPC API (content, snapshots, diff, images)."""
+        from pilothouse.runtime_shim.containerd.images import import_archive_sync
+
+        import_archive_sync(self.address, namespace, archive)
 
     def cleanup(self) -> None:
         """After stop(): kill this daemon's shims, unmount its mounts, drop its bridge."""

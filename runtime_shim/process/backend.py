@@ -60,6 +60,13 @@ from pilothouse.runtime_shim.images.store import ImageStore
 from pilothouse.runtime_shim.process import network
 from pilothouse.runtime_shim.process.cgroups import CgroupError, Cgroups, CgroupSet
 from pilothouse.runtime_shim.spec import process_spec
+from pilothouse.runtime_shim.stdio import (
+    feed_fifo,
+    follow_log,
+    run_in_pty,
+    run_with_pipes,
+)
+from pilothouse.runtime_shim.streaming import StreamingServer, Streams
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +196,7 @@ class ProcessBackend:
         self._cpu_samples: dict[str, tuple[int, int]] = {}
         self._network_error = ""
         self.nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+        self.streaming: StreamingServer | None = None  # set by the server when it runs one
 
     # -- lifecycle of the backend --------------------------------------------------
     async def start(self) -> None:
@@ -575,8 +583,12 @@ class ProcessBackend:
             "merged": str(directory / "merged"), "namespaces": namespaces,
             "mounts": mounts, "log_path": c.log_path,
             "readonly_rootfs": config.linux.security_context.readonly_rootfs,
+            # stdin=true: a FIFO the container reads and Attach writes (it outlives the shim)
+            "stdin_fifo": str(directory / "stdin") if config.stdin else "",
             "no_new_privs": config.linux.security_context.no_new_privs,
         }
+        if config.stdin:
+            os.mkfifo(directory / "stdin", 0o600)
         if self.privileged:
             (directory / "merged").mkdir()
             if self.overlay:
@@ -628,8 +640,8 @@ class ProcessBackend:
             return
         event = self._exited.setdefault(c.id, asyncio.Event())
         loop = asyncio.get_running_loop()
-        try:
-            pidfd = os.pidfd_open(rt.supervisor_pid)
+        try:  # pid 0: the container exited before its state was read (a fast exit)
+            pidfd = os.pidfd_open(rt.supervisor_pid) if rt.supervisor_pid > 0 else -1
         except (ProcessLookupError, ValueError):
             pidfd = -1
         # the pidfd is ours only if the pid was not reused before we opened it
@@ -838,11 +850,16 @@ class ProcessBackend:
             await asyncio.sleep(0.002)
         return cri.ReopenContainerLogResponse()
 
-    async def exec_sync(self, req: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
-        c = self._container(req.container_id)
+    def _running(self, container_id: str) -> tuple[Container, Runtime]:
+        c = self._container(container_id)
         rt = self._runtime(c)
         if rt.state != cri.CONTAINER_RUNNING:
             raise FailedPrecondition(f"container {c.id} is not running")
+        return c, rt
+
+    def _exec_command(self, c: Container, rt: Runtime,
+                      cmd: list[str]) -> tuple[list[str], dict[str, str], str | None]:
+        """argv, environment and cwd of a command run inside the running container."""
         spec = _read_json(self._dir(c) / "spec.json") or {}
         argv: list[str] = []
         for path in spec.get("cgroup_procs", []):
@@ -851,17 +868,21 @@ class ProcessBackend:
             nsenter = [self.nsenter, "-t", str(rt.pid), "-m", "-i", "-u", "-n", "-p", "-r", "-w"]
             if spec.get("uid") or spec.get("gid"):
                 nsenter += ["-S", str(spec.get("uid", 0)), "-G", str(spec.get("gid", 0))]
-            command = [*nsenter, "--", *req.cmd]
+            command = [*nsenter, "--", *cmd]
         else:
-            command = list(req.cmd)
+            command = list(cmd)
         # join the container's cgroups first, so what the command starts is accounted there
         script = 'while [ "$1" != -- ]; do echo $$ > "$1"; shift; done; shift; exec "$@"'
         full = ["/bin/sh", "-c", script, "sh", *argv, "--", *command]
         env = dict(item.split("=", 1) for item in spec.get("env", []) if "=" in item)
+        return full, env, spec.get("host_cwd") if not self.privileged else "/"
+
+    async def exec_sync(self, req: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
+        c, rt = self._running(req.container_id)
+        full, env, cwd = self._exec_command(c, rt, list(req.cmd))
         proc = await asyncio.create_subprocess_exec(
             *full, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
-            cwd=spec.get("host_cwd") if not self.privileged else "/")
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, cwd=cwd)
         try:
             out, err = await asyncio.wait_for(proc.communicate(),
                                               req.timeout if req.timeout > 0 else None)
@@ -871,23 +892,62 @@ class ProcessBackend:
             await proc.wait()
             raise DeadlineExceeded(f"command {list(req.cmd)} timed out after "
                                    f"{req.timeout}s") from None
-        code = proc.returncode if proc.returncode is not None else -1
-        if code < 0:
-            code = 128 - code
         return cri.ExecSyncResponse(stdout=out[:EXEC_OUTPUT_LIMIT],
-                                    stderr=err[:EXEC_OUTPUT_LIMIT], exit_code=code)
+                                    stderr=err[:EXEC_OUTPUT_LIMIT],
+                                    exit_code=_exit_code(proc.returncode))
+
+    # -- streaming (served by the shim's streaming server) ----------------------------
+    def _streaming_url(self, kind: str, req: Any) -> str:
+        if self.streaming is None:
+            raise Unimplemented(f"{kind} needs the shim's streaming server, which is not "
+                                "running (use ExecSync)")
+        return self.streaming.register(kind, req)
 
     async def exec(self, req: cri.ExecRequest) -> cri.ExecResponse:
-        raise Unimplemented("streaming exec is not available yet in the process backend; "
-                            "use ExecSync")
+        self._running(req.container_id)
+        if not (req.stdout or req.stderr or req.stdin):
+            raise InvalidArgument("exec needs at least one of stdin, stdout, stderr")
+        return cri.ExecResponse(url=self._streaming_url("exec", req))
 
     async def attach(self, req: cri.AttachRequest) -> cri.AttachResponse:
-        raise Unimplemented("attach is not available yet in the process backend; "
-                            "container output is in its CRI log")
+        c, _ = self._running(req.container_id)
+        if req.stdin and not c.config.stdin:
+            raise InvalidArgument(f"container {c.id} was not created with stdin open")
+        if req.tty:
+            raise Unimplemented("the process backend runs containers without a terminal; "
+                                "attach with tty=false")
+        return cri.AttachResponse(url=self._streaming_url("attach", req))
 
     async def port_forward(self, req: cri.PortForwardRequest) -> cri.PortForwardResponse:
-        raise Unimplemented("port forwarding is not available yet in the process backend; "
-                            "reach the pod IP directly")
+        sb = self._sandbox(req.pod_sandbox_id)
+        if sb.state != "ready":
+            raise FailedPrecondition(f"pod sandbox {sb.id} is not ready")
+        return cri.PortForwardResponse(url=self._streaming_url("portforward", req))
+
+    async def port_forward_netns(self, sandbox_id: str) -> str:
+        sb = self._sandbox(sandbox_id)
+        return str(network.NETNS_DIR / sb.netns) if sb.netns else ""
+
+    async def stream_exec(self, req: cri.ExecRequest, streams: Streams) -> int:
+        c, rt = self._running(req.container_id)
+        full, env, cwd = self._exec_command(c, rt, list(req.cmd))
+        if streams.tty:
+            return await run_in_pty(full, env, cwd, streams)
+        return await run_with_pipes(full, env, cwd, streams)
+
+    async def stream_attach(self, req: cri.AttachRequest, streams: Streams) -> None:
+        c, _ = self._running(req.container_id)
+        stdin_task = None
+        if streams.stdin:
+            stdin_task = asyncio.create_task(feed_fifo(str(self._dir(c) / "stdin"), streams))
+        try:
+            await follow_log(c.log_path, streams, lambda: self._exited_now(c))
+        finally:
+            if stdin_task is not None:
+                stdin_task.cancel()
+
+    def _exited_now(self, c: Container) -> bool:
+        return self._runtime(c).state != cri.CONTAINER_RUNNING
 
     async def checkpoint_container(
         self, req: cri.CheckpointContainerRequest
@@ -1031,6 +1091,11 @@ class ProcessBackend:
         usage.inodes_used.value = inodes
         resp.container_filesystems.append(usage)
         return resp
+
+
+def _exit_code(returncode: int | None) -> int:
+    code = returncode if returncode is not None else -1
+    return 128 - code if code < 0 else code
 
 
 def _read_all(fd: int) -> str:

@@ -81,15 +81,20 @@ class Cgroups:
                     (Path(d) / "memory.use_hierarchy").write_text("1")
 
     def _enable_v2(self, d: Path) -> None:
-        """Enable cpu, memory and pids for children along the path from the root."""
-        wanted = {"cpu", "memory", "pids"}
-        chain = [p for p in [*reversed(d.parents)] if str(p).startswith(str(self.root))]
-        for parent in chain[1:] if len(chain) > 1 else chain:
+        """Enable cpu, memory and pids for the children of every cgroup from the root
+        down to ``d``'s parent (one write per level: the kernel takes a list)."""
+        wanted = ("cpu", "memory", "pids")
+        chain = [p for p in [*reversed(d.parents)]
+                 if p == self.root or self.root in p.parents]
+        for parent in chain:
             parent.mkdir(exist_ok=True)
             available = set((parent / "cgroup.controllers").read_text().split())
-            for ctl in wanted & available:
+            enabled = set(_read(parent / "cgroup.subtree_control").split())
+            missing = [c for c in wanted if c in available and c not in enabled]
+            if missing:
                 with contextlib.suppress(OSError):
-                    (parent / "cgroup.subtree_control").write_text(f"+{ctl}")
+                    (parent / "cgroup.subtree_control").write_text(
+                        " ".join(f"+{c}" for c in missing))
 
     def apply(self, cg: CgroupSet, res: cri.LinuxContainerResources) -> None:
         """Write the limits ``res`` asks for; raises if one cannot be written."""

@@ -150,6 +150,8 @@ def _container_process(spec: dict[str, Any], out_w: int, err_w: int, report_w: i
     """The forked child: set up and exec; on failure write why to ``report_w``."""
     try:
         os.setsid()
+        # O_RDWR: the container never sees end-of-file between two attaches
+        stdin_fd = os.open(spec["stdin_fifo"], os.O_RDWR) if spec.get("stdin_fifo") else -1
         for path in spec.get("cgroup_procs", []):
             with open(path, "w") as f:
                 f.write("0")
@@ -161,8 +163,7 @@ def _container_process(spec: dict[str, Any], out_w: int, err_w: int, report_w: i
         if spec.get("isolated"):
             _enter_rootfs(spec)
         os.chdir(spec["cwd"] if spec.get("isolated") else spec.get("host_cwd", "/"))
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+        os.dup2(stdin_fd if stdin_fd >= 0 else os.open("/dev/null", os.O_RDONLY), 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         # the container must not inherit the supervisor's pipes (or it would hold them open)

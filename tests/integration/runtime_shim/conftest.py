@@ -28,6 +28,9 @@ import pytest
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from pilothouse.runtime_shim.containerd import images as containerd_images
+from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
+from pilothouse.runtime_shim.containerd.client import Client
 from pilothouse.runtime_shim.containerd.daemon import Containerd
 from pilothouse.runtime_shim.images import oci
 from pilothouse.runtime_shim.images.store import ImageStore
@@ -313,7 +316,54 @@ async def containerd_cri_shim(short_dir: Path,
         await asyncio.to_thread(daemon.cleanup)
 
 
-@pytest.fixture(params=["process", "containerd_cri"])
+async def _start_ours(shim: Shim) -> None:
+    daemon: Containerd = shim.state["containerd"]
+    if daemon.process is None:
+        await asyncio.to_thread(daemon.start)
+    backend = ContainerdBackend(root=shim.root, address=f"unix://{daemon.address}",
+                                namespace="pilothouse", bridge=shim.state["bridge"],
+                                pod_cidr=shim.pod_cidr,
+                                cgroup_parent=shim.state["cgroup_parent"])
+    shim.state["backend"] = backend
+    shim.state["server"] = await start_server(backend, shim.socket)
+    await shim.connect()
+
+
+@pytest.fixture
+async def containerd_shim(short_dir: Path,
+                          image_archives: dict[str, Path]) -> AsyncIterator[Shim]:
+    """Our shim's containerd backend, driving a private containerd over its gRPC API."""
+    tag = secrets.token_hex(3)
+    cidr = _free_cidr()
+    daemon = Containerd(short_dir / "ctd", bridge=f"phd{tag}", subnet=_free_cidr())
+    await asyncio.to_thread(daemon.start)
+    client = Client(daemon.address, "pilothouse")
+    await client.ensure_namespace()
+    await containerd_images.import_archive(client, image_archives["busybox"])
+    await client.close()
+    root = short_dir / "shim"
+    shim = Shim("containerd", root, f"unix://{short_dir}/cri.sock", short_dir / "logs", cidr,
+                _start_ours, _stop_process,
+                state={"containerd": daemon, "bridge": f"phc{tag}",
+                       "cgroup_parent": f"/pilothouse-ctd-test-{tag}"})
+    try:
+        await _start_ours(shim)
+        yield shim
+    finally:
+        if "server" not in shim.state:
+            await _start_ours(shim)
+        await shim.cleanup()
+        await _stop_process(shim)
+        for sandbox in root.glob("sandboxes/*"):
+            subprocess.run(["ip", "netns", "del", f"phc-{sandbox.name[:12]}"],
+                           capture_output=True, check=False)
+        await asyncio.to_thread(daemon.cleanup)
+        subprocess.run(["ip", "link", "del", shim.state["bridge"]], capture_output=True,
+                       check=False)
+        _remove_cgroups(shim.state["cgroup_parent"])
+
+
+@pytest.fixture(params=["process", "containerd", "containerd_cri"])
 def shim(request: pytest.FixtureRequest) -> Shim:
     fixture: Shim = request.getfixturevalue(f"{request.param}_shim")
     return fixture

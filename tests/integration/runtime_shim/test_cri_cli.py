@@ -28,12 +28,24 @@ def test_bad_listen_address_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_containerd_backend_says_what_to_do_instead(tmp_path: Path) -> None:
+def test_containerd_backend_without_containerd_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run([*PILOTHOUSE, "runtime-shim", "--backend", "containerd",
-                           "--listen", f"unix://{tmp_path}/s.sock", "--root", str(tmp_path)],
+                           "--listen", f"unix://{tmp_path}/s.sock", "--root", str(tmp_path),
+                           "--containerd-address", f"unix://{tmp_path}/nothing.sock"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert f"containerd at unix://{tmp_path}/nothing.sock does not answer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_containerd_backend_rejects_a_malformed_address(tmp_path: Path) -> None:
+    proc = subprocess.run([*PILOTHOUSE, "runtime-shim", "--backend", "containerd",
+                           "--listen", f"unix://{tmp_path}/s.sock", "--root", str(tmp_path),
+                           "--containerd-address", "tcp://127.0.0.1:1"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
-    assert "containerd's own CRI socket" in proc.stderr
+    assert "unix:///ABSOLUTE/PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_shim_process_serves_and_stops_on_sigterm(short_dir: Path) -> None:
@@ -60,3 +72,50 @@ def test_shim_process_serves_and_stops_on_sigterm(short_dir: Path) -> None:
             proc.wait()
         subprocess.run(["ip", "link", "del", f"phx{os.getpid() % 100000}"],
                        capture_output=True, check=False)
+
+
+def test_bad_streaming_address_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([*PILOTHOUSE, "runtime-shim", "--listen", f"unix://{tmp_path}/s.sock",
+                           "--root", str(tmp_path), "--streaming-address", "localhost"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "--streaming-address must be HOST:PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_image_import_into_containerd_over_its_grpc_api(short_dir: Path) -> None:
+    import asyncio
+
+    from pilothouse.runtime_shim.containerd.client import Client
+    from pilothouse.runtime_shim.containerd.daemon import Containerd
+    from pilothouse.runtime_shim.containerd.images import ContainerdImages
+    from pilothouse.runtime_shim.images import oci
+
+    archive = short_dir / "pause.tar"
+    oci.write_oci_layout(archive, [oci.build_pause()])
+    daemon = Containerd(short_dir / "ctd", bridge=f"phi{os.getpid() % 100000}",
+                        subnet="10.217.0.0/24")
+    daemon.start()
+    try:
+        proc = subprocess.run([*PILOTHOUSE, "image", "import", str(archive), "--containerd",
+                               f"unix://{daemon.address}", "--namespace", "imports"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [oci.PAUSE_TAG]
+
+        async def listed() -> list[str]:
+            client = Client(daemon.address, "imports")
+            try:
+                images = await ContainerdImages(client, short_dir, None).all()
+            finally:
+                await client.close()
+            return [name for image in images for name in image.names]
+
+        assert asyncio.run(listed()) == [oci.PAUSE_TAG]
+        bad = subprocess.run([*PILOTHOUSE, "image", "import", str(archive), "--containerd",
+                              f"unix://{short_dir}/none.sock"], capture_output=True, text=True,
+                             timeout=120, check=False)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert "none.sock" in bad.stderr
+    finally:
+        daemon.cleanup()

@@ -1,0 +1,340 @@
+"""The streaming server behind the CRI's Exec, Attach and PortForward (the kubelet's protocol).
+
+The CRI answers those three RPCs with a URL (``http://HOST:PORT/exec/<token>``);
+the client (the kubelet, proxying ``kubectl exec``) opens a WebSocket there.
+A token is good once, for a minute, and carries the original request, so
+the URL itself says nothing about the container.
+
+Framing (Kubernetes' channel protocol): every binary message starts with a
+channel byte — 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize — and the rest
+is that channel's data. Subprotocols:
+
+* ``v5.channel.k8s.io``: as v4, plus ``[255, channel]`` from the client closes
+  that channel (stdin end-of-file);
+* ``v4.channel.k8s.io``: the error channel carries one ``metav1.Status`` JSON at
+  the end (``Success``, or ``Failure`` with reason ``NonZeroExitCode`` and the
+  exit code as a cause); resize is ``{"Width": w, "Height": h}``;
+* ``channel.k8s.io``: the error channel carries a plain message;
+* ``v4.base64.channel.k8s.io`` / ``base64.channel.k8s.io``: text messages, the
+  channel as an ASCII digit and the data base64-encoded.
+
+Port forwarding: ``/portforward/<token>?port=80&port=443``; port *i* gets data
+channel ``2i`` and error channel ``2i+1``; the server's first message on each
+is the port as a little-endian uint16. Each forwarded port is one TCP
+connection made from inside the sandbox's network namespace.
+
+SPDY is not served (clients fall back to it only when WebSockets fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+from pilothouse.runtime_shim.errors import CRIError
+
+log = logging.getLogger(__name__)
+
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+CLOSE_SIGNAL = 255
+TOKEN_TTL = 60.0
+V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
+V4_BASE64, V1, V1_BASE64 = "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"
+PORT_FORWARD = "portforward.k8s.io"
+SUBPROTOCOLS = [V5, V4, V4_BASE64, V1, V1_BASE64, PORT_FORWARD]
+
+
+class Streams:
+    """One exec's or attach's stdio as the backend sees it."""
+
+    def __init__(self, conn: Channels, *, stdin: bool, stdout: bool, stderr: bool,
+                 tty: bool) -> None:
+        self.conn = conn
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr and not tty
+        self.tty = tty
+        # in the client's order: stdin data, (width, height) resizes, None = end of stdin
+        self.input: asyncio.Queue[bytes | tuple[int, int] | None] = asyncio.Queue()
+
+    async def write_stdout(self, data: bytes) -> None:
+        if self.stdout and data:
+            await self.conn.send(STDOUT, data)
+
+    async def write_stderr(self, data: bytes) -> None:
+        if data:
+            await self.conn.send(STDERR if self.stderr else STDOUT, data)
+
+
+class StreamingBackend(Protocol):
+    """What a backend implements to be served by the streaming server."""
+
+    async def stream_exec(self, req: cri.ExecRequest, streams: Streams) -> int:
+        """Run ``req.cmd`` in the container wired to ``streams``; its exit code."""
+
+    async def stream_attach(self, req: cri.AttachRequest, streams: Streams) -> None:
+        """Join the container's stdio until it exits or the client leaves."""
+
+    async def port_forward_netns(self, sandbox_id: str) -> str:
+        """The sandbox's network namespace file; "" for the host network."""
+
+
+class Channels:
+    """A WebSocket speaking one channel subprotocol."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.protocol = ws.subprotocol or ""
+        self.base64 = "base64" in self.protocol
+
+    async def send(self, channel: int, data: bytes) -> None:
+        if self.base64:
+            await self.ws.send(str(channel) + base64.b64encode(data).decode())
+        else:
+            await self.ws.send(bytes([channel]) + data)
+
+    @staticmethod
+    def decode(message: str | bytes, b64: bool) -> tuple[int, bytes]:
+        if isinstance(message, str):
+            if not message:
+                return -1, b""
+            return int(message[0]), base64.b64decode(message[1:]) if b64 else \
+                message[1:].encode()
+        if not message:
+            return -1, b""
+        return message[0], bytes(message[1:])
+
+    def status(self, code: int | None, error: str = "") -> bytes:
+        if self.protocol not in (V5, V4, V4_BASE64):
+            return error.encode()
+        if not error and code == 0:
+            return json.dumps({"metadata": {}, "status": "Success"}).encode()
+        if not error:
+            return json.dumps({
+                "metadata": {}, "status": "Failure",
+                "message": f"command terminated with non-zero exit code: exit code {code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}).encode()
+        return json.dumps({"metadata": {}, "status": "Failure", "message": error,
+                           "reason": "InternalError", "code": 500}).encode()
+
+
+@dataclass
+class _Pending:
+    kind: str  # exec | attach | portforward
+    request: Any
+    expires: float
+    ports: list[int] = field(default_factory=list)
+
+
+class StreamingServer:
+    def __init__(self, backend: StreamingBackend, address: str = "127.0.0.1:0") -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"streaming address must be HOST:PORT, got {address!r}")
+        self.backend = backend
+        self.host = host
+        self.port = int(port)
+        self._pending: dict[str, _Pending] = {}
+        self._server: Server | None = None
+
+    async def start(self) -> None:
+        self._server = await serve(self._handle, self.host, self.port,
+                                   subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
+                                   process_request=self._check_path, max_size=16 << 20,
+                                   compression=None)
+        self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def register(self, kind: str, request: Any) -> str:
+        """A one-time URL for ``request`` (an Exec/Attach/PortForward request)."""
+        now = time.monotonic()
+        for token in [t for t, p in self._pending.items() if p.expires < now]:
+            del self._pending[token]
+        token = secrets.token_urlsafe(12)
+        self._pending[token] = _Pending(kind, request, now + TOKEN_TTL)
+        return f"{self.base_url}/{kind}/{token}"
+
+    def _check_path(self, conn: ServerConnection, request: Any) -> Any:
+        parts = urlsplit(request.path).path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in ("exec", "attach", "portforward") or \
+                parts[1] not in self._pending:
+            return conn.respond(404, "unknown or expired streaming URL\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        url = urlsplit(ws.request.path if ws.request else "")
+        kind, token = url.path.strip("/").split("/")
+        pending = self._pending.pop(token, None)
+        if pending is None or pending.expires < time.monotonic():
+            await ws.close(1008, "unknown or expired streaming URL")
+            return
+        conn = Channels(ws)
+        try:
+            if kind == "portforward":
+                ports = [int(p) for p in parse_qs(url.query).get("port", [])]
+                await self._port_forward(conn, pending.request, ports)
+            else:
+                await self._stdio(conn, kind, pending.request)
+        except ConnectionClosed:
+            pass
+        finally:
+            await ws.close()
+
+    # -- exec / attach -------------------------------------------------------------
+    async def _stdio(self, conn: Channels, kind: str, req: Any) -> None:
+        streams = Streams(conn, stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
+                          tty=req.tty)
+        reader = asyncio.create_task(self._read_client(conn, streams))
+        code: int | None = None
+        error = ""
+        try:
+            if kind == "exec":
+                code = await self.backend.stream_exec(req, streams)
+            else:
+                await self.backend.stream_attach(req, streams)
+                code = 0
+        except CRIError as err:
+            error = err.message
+        except Exception as err:  # report it on the error channel, keep serving
+            log.exception("streaming %s failed", kind)
+            error = f"{type(err).__name__}: {err}"
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await reader
+        if error or code != 0 or conn.protocol in (V5, V4, V4_BASE64):
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(ERROR, conn.status(code, error))
+
+    async def _read_client(self, conn: Channels, streams: Streams) -> None:
+        try:
+            async for message in conn.ws:
+                channel, data = Channels.decode(message, conn.base64)
+                if channel == STDIN:
+                    if streams.stdin and data:
+                        await streams.input.put(data)
+                elif channel == RESIZE:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        size = json.loads(data)
+                        await streams.input.put((int(size["Width"]), int(size["Height"])))
+                elif channel == CLOSE_SIGNAL and conn.protocol == V5 and data[:1] == b"\0":
+                    await streams.input.put(None)
+        finally:
+            await streams.input.put(None)  # the client left: stdin ends
+
+    # -- port forward --------------------------------------------------------------
+    async def _port_forward(self, conn: Channels, req: cri.PortForwardRequest,
+                            ports: list[int]) -> None:
+        wanted = ports or list(req.port)
+        if not wanted:
+            await conn.send(1, b"no port given (?port=N)")
+            return
+        netns = await self.backend.port_forward_netns(req.pod_sandbox_id)
+        writers: dict[int, asyncio.StreamWriter] = {}
+        pumps: list[asyncio.Task[None]] = []
+        for i, port in enumerate(wanted):
+            for channel in (2 * i, 2 * i + 1):
+                await conn.send(channel, struct.pack("<H", port))
+            try:
+                reader, writer = await connect_in_netns(netns, port)
+            except OSError as err:
+                await conn.send(2 * i + 1, f"failed to connect to localhost:{port} inside "
+                                f"the pod: {err.strerror or err}".encode())
+                continue
+            writers[2 * i] = writer
+            pumps.append(asyncio.create_task(self._pump_port(conn, 2 * i, reader)))
+        try:
+            async for message in conn.ws:
+                channel, data = Channels.decode(message, conn.base64)
+                target = writers.get(channel)
+                if target is not None and data:
+                    target.write(data)
+                    await target.drain()
+        finally:
+            for task in pumps:
+                task.cancel()
+            for writer in writers.values():
+                writer.close()
+
+    @staticmethod
+    async def _pump_port(conn: Channels, channel: int, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionClosed, ConnectionError):
+            while data := await reader.read(65536):
+                await conn.send(channel, data)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def _socket_in_netns(netns: str, port: int) -> socket.socket:
+    """Connect to 127.0.0.1:port from inside ``netns`` (a thread of its own enters it)."""
+    result: dict[str, Any] = {}
+
+    def inside() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            # a socket belongs to the namespace it was made in, whoever uses it later
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.settimeout(None)
+            result["sock"] = sock
+        except OSError as err:
+            result["error"] = err
+
+    # a thread made for this alone: it ends in the pod's namespace and is never reused
+    thread = threading.Thread(target=inside, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    sock: socket.socket = result["sock"]
+    return sock
+
+
+async def connect_in_netns(netns: str, port: int
+                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if not netns:
+        return await asyncio.open_connection("127.0.0.1", port)
+    sock = await asyncio.to_thread(_socket_in_netns, netns, port)
+    return await asyncio.open_connection(sock=sock)
+
+
+async def pump_output(read: Callable[[], Awaitable[bytes]],
+                      write: Callable[[bytes], Awaitable[None]]) -> None:
+    """Copy until ``read`` returns b"" (end of file)."""
+    while data := await read():
+        await write(data)
