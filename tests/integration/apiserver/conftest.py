@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from pilothouse.services.apiserver.server import APIServer, APIServerConfig
-
-
-@pytest.fixture
-async def apiserver(tmp_path: Path) -> AsyncIterator[APIServer]:
-    server = APIServer(APIServerConfig(data_dir=tmp_path / "data", port=0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from pilothouse.services.apiserver.server import APIServer
 
 
 @pytest.fixture
@@ -37,16 +25,6 @@ def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> d
         meta["labels"] = labels
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {"k": "v"}}
 
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll ``predicate`` until it is true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        if await predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
 
 
 class WatchStream:

@@ -25,7 +25,8 @@ from pilothouse.gen.k8s.meta.v1 import meta_pb2
 from pilothouse.gen.pilothouse.apiserver.v1 import apiserver_pb2 as pb
 from pilothouse.gen.pilothouse.apiserver.v1 import apiserver_pb2_grpc as pb_grpc
 from pilothouse.services.apiserver.server import APIServer, APIServerConfig
-from tests.integration.apiserver.conftest import WatchStream, configmap, wait_for
+from tests.integration.apiserver.conftest import WatchStream, configmap
+from tests.support import wait_for
 
 KINDS = KindRegistry.builtin()
 CM_KIND = KINDS.by_resource("", "v1", "configmaps")

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from pilothouse.services.apiserver.server import APIServer, APIServerConfig
-from tests.integration.apiserver.conftest import WatchStream, configmap, wait_for
+from tests.integration.apiserver.conftest import WatchStream, configmap
+from tests.support import wait_for
 
 CM = "/api/v1/namespaces/default/configmaps"
 DEPLOY = "/apis/apps/v1/namespaces/default/deployments"

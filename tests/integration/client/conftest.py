@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from pilothouse.client import Client
 from pilothouse.client.grpc_transport import GrpcTransport
 from pilothouse.client.rest import RestTransport
-from pilothouse.services.apiserver.server import APIServer, APIServerConfig
-
-
-@pytest.fixture
-async def apiserver(tmp_path: Path) -> AsyncIterator[APIServer]:
-    server = APIServer(APIServerConfig(data_dir=tmp_path / "data", port=0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
+from pilothouse.services.apiserver.server import APIServer
 
 TRANSPORTS = ["rest", "grpc"]
 
@@ -42,17 +28,3 @@ async def client(apiserver: APIServer, request: pytest.FixtureRequest) -> AsyncI
     async with make_client(apiserver, request.param) as c:
         yield c
 
-
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: float = 10.0,
-                   what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {within}s")
-        await asyncio.sleep(0.01)

@@ -20,7 +20,8 @@ from pilothouse.client.informer import (
 from pilothouse.client.workqueue import WorkQueue
 from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.services.apiserver.server import APIServer, APIServerConfig
-from tests.integration.client.conftest import TRANSPORTS, make_client, wait_for
+from tests.integration.client.conftest import TRANSPORTS, make_client
+from tests.support import wait_for
 
 
 def make_pod(name: str, node: str = "") -> core_pb2.Pod:

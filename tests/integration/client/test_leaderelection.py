@@ -13,7 +13,7 @@ from pilothouse.client import Client
 from pilothouse.client.clock import AsyncFakeClock
 from pilothouse.client.leaderelection import LeaderElector
 from pilothouse.gen.k8s.coordination.v1 import coordination_pb2
-from tests.integration.client.conftest import wait_for
+from tests.support import wait_for
 
 
 async def test_exactly_one_leads_and_the_other_takes_over(client: Client) -> None:

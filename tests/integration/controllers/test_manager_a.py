@@ -15,8 +15,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ from pilothouse.client.clock import real_clock
 from pilothouse.gen.k8s.apps.v1 import apps_pb2
 from pilothouse.gen.k8s.coordination.v1 import coordination_pb2
 from pilothouse.gen.k8s.core.v1 import core_pb2
-from pilothouse.services.apiserver.server import APIServer, APIServerConfig, write_kubeconfig
+from pilothouse.services.apiserver.server import APIServer, write_kubeconfig
 from pilothouse.services.controllers.manager import ControllerManager, select_controllers
 from pilothouse.services.controllers.registry import CONTROLLERS
+from tests.support import wait_for
 
 MINE = "replicaset,deployment,garbagecollector,namespace,serviceaccount"
 Deployment = apps_pb2.Deployment
@@ -94,15 +94,6 @@ class FakeKubelet:
 
 # -- fixtures -------------------------------------------------------------------------------------
 
-@pytest.fixture
-async def apiserver(tmp_path: Path) -> AsyncIterator[APIServer]:
-    server = APIServer(APIServerConfig(data_dir=tmp_path / "data", port=0, grpc_port=0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
 
 @pytest.fixture
 async def client(apiserver: APIServer) -> AsyncIterator[Client]:
@@ -128,19 +119,6 @@ async def cluster(client: Client) -> AsyncIterator[Client]:
                     result, asyncio.CancelledError):
                 raise result
 
-
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: float = 30.0,
-                   what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {within}s")
-        await asyncio.sleep(0.05)
 
 
 # -- builders and probes --------------------------------------------------------------------------

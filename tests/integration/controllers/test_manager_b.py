@@ -8,11 +8,9 @@ keep Leases fresh and make pods bound to them Running and Ready with an IP.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -22,20 +20,11 @@ from pilothouse.gen.k8s.batch.v1 import batch_pb2
 from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.gen.k8s.discovery.v1 import discovery_pb2
 from pilothouse.gen.k8s.intstr.intstr_pb2 import IntOrString
-from pilothouse.services.apiserver.server import APIServer, APIServerConfig
+from pilothouse.services.apiserver.server import APIServer
 from pilothouse.services.controllers.manager import ControllerManager, select_controllers
 from pilothouse.services.controllers.registry import CONTROLLERS
 from pilothouse.services.scheduler.fakenodes import FakeNodes
-
-
-@pytest.fixture
-async def apiserver(tmp_path: Path) -> AsyncIterator[APIServer]:
-    server = APIServer(APIServerConfig(data_dir=tmp_path / "data", port=0, grpc_port=0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -64,14 +53,6 @@ def manager(client: Client, controllers: str, *, clock: AsyncClock | None = None
     return ControllerManager(client, select_controllers(controllers, CONTROLLERS), workers=2,
                              settings=settings, clock=clock)
 
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 30.0,
-                   what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {within}s")
-        await asyncio.sleep(0.05)
 
 
 def make_pod(name: str, node: str, *, labels: dict[str, str] | None = None,

@@ -16,14 +16,13 @@ from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.services.scheduler.fakenodes import FakeNodes
 from pilothouse.services.scheduler.scheduler import Scheduler
 from tests.integration.controllers.test_manager_b import (
-    apiserver,  # noqa: F401 - fixture
     client,  # noqa: F401 - fixture
     manager,
     ready,
     running,
     tolerate_unreachable,
-    wait_for,
 )
+from tests.support import wait_for
 
 
 def deployment(replicas: int) -> apps_pb2.Deployment:

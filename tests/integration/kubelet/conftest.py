@@ -10,8 +10,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +31,10 @@ from pilothouse.services.apiserver.server import APIServer, APIServerConfig
 from pilothouse.services.kubelet.config import KubeletConfig
 from pilothouse.services.kubelet.kubelet import Kubelet
 from tests.integration.runtime_shim.conftest import _free_cidr, _remove_cgroups, kill_leftovers
+from tests.support import wait_for
 
 NODE = "node-1"
 
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 20.0,
-                   what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {within}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from pilothouse.services.apiserver.server import APIServer, APIServerConfig
 from pilothouse.services.scheduler.config import default_config
 from pilothouse.services.scheduler.scheduler import Scheduler
 from pilothouse.services.scheduler.server import SchedulerHTTP
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -62,20 +62,6 @@ async def scheduler(apiserver: APIServer) -> AsyncIterator[Running]:
             await asyncio.gather(task, return_exceptions=True)
             await http.stop()
 
-
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: float = 15.0,
-                   what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {within}s")
-        await asyncio.sleep(0.02)
 
 
 async def node_of(client: Client, name: str, namespace: str = "default") -> str:

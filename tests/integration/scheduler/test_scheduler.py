@@ -18,8 +18,8 @@ from tests.integration.scheduler.conftest import (
     events_for,
     node_of,
     wait_bound,
-    wait_for,
 )
+from tests.support import wait_for
 
 ZONE = "topology.kubernetes.io/zone"
 
