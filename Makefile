@@ -4,7 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up install test lint unit integration e2e gen bench clean
+.PHONY: up deps install test lint unit integration e2e gen bench clean
+
+# System packages the node components and the tests use (Debian). Installed only
+# when running as root with apt-get; otherwise `pilothouse up` runs the control
+# plane alone.
+SYSTEM_PACKAGES := sqlite3 busybox-static iproute2 tzdata containerd runc \
+	containernetworking-plugins util-linux
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
@@ -14,7 +20,17 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
-up: $(STAMP)
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			echo "installing $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends $$missing >/dev/null; \
+		fi; \
+	fi
+
+up: deps $(STAMP)
 	$(BIN)/pilothouse up
 
 lint: $(STAMP)
