@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="container runtime for this machine's node (process: the "
                              "runtime shim's process backend; none: control plane only). "
                              "Default: process when root")
+    parser.add_argument("--pod-cidr", default="10.88.0.0/16",
+                        help="pod IPs of this machine's node (process runtime)")
+    parser.add_argument("--pod-bridge", default="pilothouse0",
+                        help="the Linux bridge pods attach to (process runtime)")
     parser.add_argument("--node-name", default="",
                         help="name of this machine's Node (default: the host name)")
     parser.add_argument("--fake-nodes", type=int, default=0, metavar="N",
@@ -193,7 +197,8 @@ async def _up(args: argparse.Namespace) -> int:
             await supervisor.start(Component(
                 "runtime-shim",
                 ["runtime-shim", "--backend", args.runtime, "--listen", f"unix://{socket_path}",
-                 "--root", str(shim_root)],
+                 "--root", str(shim_root), "--bridge", args.pod_bridge,
+                 "--pod-cidr", args.pod_cidr],
                 ready=lambda: _runtime_ready(socket_path),
                 before_stop=lambda: _remove_all_pods(socket_path)))
             progress.done(t, f"unix://{socket_path}")

@@ -60,7 +60,10 @@ def start_cluster(data_dir: Path) -> Cluster:
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "pilothouse.cli", "up", "--data-dir", str(data_dir),
-             "--port", "0", "--grpc-port", "0"], stdout=out, stderr=subprocess.STDOUT)
+             "--port", "0", "--grpc-port", "0",
+             # Not the default bridge: a developer's own `pilothouse up` may be using it.
+             "--pod-cidr", "10.231.0.0/16", "--pod-bridge", "phe2e0"],
+            stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not kubeconfig.exists():
         if process.poll() is not None or time.monotonic() > deadline:
