@@ -148,11 +148,13 @@ async def run_workload(workload: str, nodes: int, pods: int, profile: str | None
                                        timeout=60)
                 sched = Scheduler(sched_client, identity="bench", record_events=False)
                 latencies: list[float] = []
+                results: dict[str, int] = {}
                 original = sched.metrics.attempt
 
                 def attempt(result: str, profile_name: str, seconds: float) -> None:
                     if result == "scheduled":
                         latencies.append(seconds)
+                    results[result] = results.get(result, 0) + 1
                     original(result, profile_name, seconds)
 
                 sched.metrics.attempt = attempt  # type: ignore[method-assign]
@@ -168,12 +170,14 @@ async def run_workload(workload: str, nodes: int, pods: int, profile: str | None
                     profiler = Profiler(async_mode="disabled")
                     profiler.start()
                 start = time.perf_counter()
+                cpu_start = time.process_time()
                 deadline = start + max(120.0, pods / 20)
                 while sched.scheduled < pods and time.perf_counter() < deadline:
                     if task.done():
                         task.result()
                     await asyncio.sleep(0.05)
                 elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
                 if profiler is not None:
                     profiler.stop()
                     Path(profile).write_text(profiler.output_text(unicode=False, show_all=False)
@@ -193,6 +197,10 @@ async def run_workload(workload: str, nodes: int, pods: int, profile: str | None
         "attempt_p99_ms": round(pct(latencies, 0.99) * 1000, 2),
         "attempt_mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else 0,
         "setup_nodes_s": round(t_nodes, 1), "setup_pods_s": round(t_pods, 1),
+        "attempts": results,
+        # CPU of this process (the scheduler) per scheduled pod: steadier than pods/s
+        # on a shared machine.
+        "cpu_ms_per_pod": round(cpu * 1000 / scheduled, 3) if scheduled else 0,
     }
 
 
@@ -218,7 +226,9 @@ def main() -> int:
         results.append(r)
         print(f"{workload:<18} {nodes} nodes {r['scheduled']}/{pods} pods: "
               f"{r['pods_per_s']} pods/s (floor {r['floor_pods_per_s']}), attempt p50 "
-              f"{r['attempt_p50_ms']} ms p99 {r['attempt_p99_ms']} ms", flush=True)
+              f"{r['attempt_p50_ms']} ms p99 {r['attempt_p99_ms']} ms, "
+              f"{r['cpu_ms_per_pod']} cpu-ms/pod, attempts {r['attempts']}",
+              flush=True)
     figures: dict[str, Any] = {"transport": args.transport}
     figures |= {r["workload"]: {k: v for k, v in r.items() if k != "workload"} for r in results}
     print("BENCH " + json.dumps(figures))

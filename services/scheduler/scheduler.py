@@ -70,6 +70,8 @@ log = logging.getLogger("pilothouse.scheduler")
 
 POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 _ALL_EVENTS = [ClusterEvent("*", "*")]
+#: How long the loop waits for I/O between two scheduling cycles (see scheduling_loop).
+CYCLE_YIELD_SECONDS = 0.0001
 
 
 def _node_scheduling_changed(old: core_pb2.Node, new: core_pb2.Node) -> bool:
@@ -488,7 +490,12 @@ class Scheduler:
         running = True
         while running:
             running = await self.schedule_one()
-            await asyncio.sleep(0)  # let informers and binds run between cycles
+            # Let informers and binds run between cycles. A real (if tiny) wait, not
+            # sleep(0): with sleep(0) the loop never blocks in its selector, and gRPC's
+            # completions reached it in bursts — bind responses sat for 1-2 s while the
+            # apiserver and the client's poller were idle (py-spy), which was the
+            # seconds-long p99 attempt latency of the benchmark.
+            await asyncio.sleep(CYCLE_YIELD_SECONDS)
 
     async def run(self, *, leader_elect: bool | None = None) -> None:
         """Start informers, wait for them, then schedule (as leader when elected)."""
