@@ -39,23 +39,53 @@ _REJECT_ENFORCED: Final = Status.unresolvable(ERR_REASON_ENFORCED, plugin=NODE_A
 _NO_FIELDS: Final[dict[str, str]] = {}
 
 
+#: Verdict memos of RequiredNodeAffinity by signature (see ``matches_memo``).
+_MEMOS: dict[tuple[tuple[tuple[str, str], ...], bytes], dict[str, tuple[dict[str, str], bool]]] \
+    = {}
+_MAX_MEMOS: Final = 256
+
+
 class RequiredNodeAffinity:
     """A pod's nodeSelector and required node affinity, compiled (Kubernetes'
-    ``GetRequiredNodeAffinity``); also used by PodTopologySpread."""
+    ``GetRequiredNodeAffinity``); also used by PodTopologySpread.
 
-    __slots__ = ("node_selector", "required", "uses_fields")
+    ``matches_memo`` gives ``matches`` remembered per node: a verdict depends only
+    on the node's name and labels, and a NodeInfo's ``labels`` dict is replaced
+    (never changed in place) when its node changes, so a verdict stays valid while
+    ``ni.labels`` is the same object. Memos are shared by every pod with the same
+    nodeSelector and required terms (a Deployment's replicas)."""
+
+    __slots__ = ("memo", "node_selector", "required", "uses_fields")
 
     def __init__(self, pod: PodInfo) -> None:
         spec = pod.pod.spec
-        self.node_selector: tuple[tuple[str, str], ...] = tuple(spec.nodeSelector.items())
+        self.node_selector: tuple[tuple[str, str], ...] = tuple(sorted(spec.nodeSelector.items()))
         self.required: CompiledNodeSelector | None = None
         self.uses_fields = False
+        raw = b""
         if spec.HasField("affinity") and spec.affinity.HasField("nodeAffinity") and \
                 spec.affinity.nodeAffinity.HasField(
                     "requiredDuringSchedulingIgnoredDuringExecution"):
-            self.required = compile_node_selector(
-                spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution)
+            req = spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+            self.required = compile_node_selector(req)
             self.uses_fields = any(not t.field_selector.empty for t in self.required.terms)
+            raw = b"r" + req.SerializeToString(deterministic=True)
+        key = (self.node_selector, raw)
+        memo = _MEMOS.get(key)
+        if memo is None:
+            if len(_MEMOS) >= _MAX_MEMOS:
+                _MEMOS.clear()
+            memo = _MEMOS[key] = {}
+        self.memo = memo
+
+    def matches_memo(self, ni: NodeInfo) -> bool:
+        """``matches(ni)``, remembered while the node's labels object stays the same."""
+        e = self.memo.get(ni.name)
+        if e is not None and e[0] is ni.labels:
+            return e[1]
+        ok = self.matches(ni)
+        self.memo[ni.name] = (ni.labels, ok)
+        return ok
 
     @property
     def empty(self) -> bool:
@@ -138,7 +168,24 @@ class NodeAffinity:
             return _REJECT_ENFORCED
         s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
         required = s.required if s is not None else RequiredNodeAffinity(pod)
-        return None if required.matches(ni) else _REJECT_POD
+        return None if required.matches_memo(ni) else _REJECT_POD
+
+    def filter_many(self, state: CycleState, pod: PodInfo,
+                    nodes: list[NodeInfo]) -> list[Status | None]:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if self.added_required is not None or s is None:
+            return [self.filter(state, pod, ni) for ni in nodes]
+        required = s.required
+        memo = required.memo
+        out: list[Status | None] = []
+        append = out.append
+        for ni in nodes:
+            e = memo.get(ni.name)
+            if e is not None and e[0] is ni.labels:
+                append(None if e[1] else _REJECT_POD)
+            else:
+                append(None if required.matches_memo(ni) else _REJECT_POD)
+        return out
 
     # -- Score ---------------------------------------------------------------------------
 

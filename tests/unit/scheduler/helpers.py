@@ -43,7 +43,11 @@ def filter_all(plugin_cls: Any, pod: core_pb2.Pod, nodes: Sequence[core_pb2.Node
                 out[n.name] = (plugin.filter(state, pi, n) if n.name in result.node_names
                                else Status.unresolvable("not in PreFilterResult"))
             return out
-    return {n.name: plugin.filter(state, pi, n) for n in snap.list()}
+    out = {n.name: plugin.filter(state, pi, n) for n in snap.list()}
+    if hasattr(plugin, "filter_many"):
+        many = plugin.filter_many(state, pi, snap.list())
+        assert dict(zip(out, many, strict=True)) == out, "filter_many and filter disagree"
+    return out
 
 
 def reasons(verdicts: Mapping[str, Status | None]) -> dict[str, str]:

@@ -218,6 +218,42 @@ def test_node_affinity_preferred_scores() -> None:
     assert score_all(NodeAffinity, make_pod(), ZONES) is None  # skipped
 
 
+def test_node_affinity_memo_follows_label_changes() -> None:
+    """Remembered verdicts are shared by pods with the same terms and dropped when a
+    node's labels change (the cache's set_node gives the NodeInfo a new labels dict)."""
+    from pilothouse.services.scheduler.cache import Cache
+    from pilothouse.services.scheduler.framework import CycleState, Handle, Snapshot
+    from pilothouse.services.scheduler.plugins.nodeaffinity import RequiredNodeAffinity
+
+    cache = Cache()
+    for n in ZONES:
+        cache.add_node(n)
+    snap = Snapshot()
+    cache.update_snapshot(snap)
+    plugin = NodeAffinity(None, Handle(snapshot=snap))
+    pod = make_pod(affinity=required({"matchExpressions": [
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]}))
+
+    def verdicts(p: Any) -> dict[str, bool]:
+        state = CycleState()
+        pi = PodInfo(p)
+        plugin.pre_filter(state, pi, snap.list())
+        many = plugin.filter_many(state, pi, snap.list())
+        fresh = RequiredNodeAffinity(pi)
+        for ni, v in zip(snap.list(), many, strict=True):
+            assert (v is None) == fresh.matches(ni)
+        return {ni.name: v is None for ni, v in zip(snap.list(), many, strict=True)}
+
+    assert verdicts(pod) == {"a1": False, "b1": True, "c1": False}
+    twin = make_pod("twin", affinity=required({"matchExpressions": [
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]}))
+    assert RequiredNodeAffinity(PodInfo(twin)).memo is RequiredNodeAffinity(PodInfo(pod)).memo
+    moved = make_node("a1", zone="b")
+    cache.update_node(None, moved)
+    cache.update_snapshot(snap)
+    assert verdicts(pod) == {"a1": True, "b1": True, "c1": False}
+
+
 def test_node_affinity_added_affinity_from_args() -> None:
     args = {"addedAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [
