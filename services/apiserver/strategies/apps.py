@@ -151,6 +151,24 @@ STATEFULSET_UPDATABLE: Final = (
 )
 
 
+def _with_claim_volumes(obj: Any) -> Any:
+    """``obj`` as the template's volume mounts see it: each volumeClaimTemplate is a
+    volume of the pod (the controller adds it to every pod it makes), so a mount may
+    name a claim the template's own volumes lack."""
+    spec = obj.spec
+    names = {v.name for v in spec.template.spec.volumes}
+    missing = [c.metadata.name for c in spec.volumeClaimTemplates
+               if c.metadata.name and c.metadata.name not in names]
+    if not missing:
+        return obj
+    view = type(obj)()
+    view.CopyFrom(obj)
+    for name in missing:
+        volume = view.spec.template.spec.volumes.add(name=name)
+        volume.volumeSource.persistentVolumeClaim.claimName = name
+    return view
+
+
 @register_strategy("apps", "statefulsets")
 class StatefulSetStrategy(_Workload):
     word = "statefulset"
@@ -177,7 +195,7 @@ class StatefulSetStrategy(_Workload):
         default_template(spec.template)
 
     def validate_spec(self, obj: Any) -> list[Cause]:
-        causes = super().validate_spec(obj)
+        causes = super().validate_spec(_with_claim_volumes(obj))
         spec = obj.spec
         if spec.podManagementPolicy not in POD_MANAGEMENT_POLICIES:
             causes.append(not_supported("spec.podManagementPolicy", spec.podManagementPolicy,
