@@ -224,3 +224,37 @@ def test_upgrade_install_is_idempotent_and_failures_are_recorded(cluster: Cluste
         "replicas"] == 0
     helm("uninstall", "idem", "-n", ns)
     assert kubectl_json(cluster, "get", "secrets", "-n", ns, "-l", "owner=helm")["items"] == []
+
+
+CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "pilothouse"
+
+
+def test_pilothouse_chart_objects_pass_the_apiservers_validation(cluster: Cluster,
+                                                                  helm: Helm) -> None:
+    """The repository's own chart, rendered by Helm, is accepted object by object by
+    pilothouse's apiserver in a server-side dry run (no pod starts: the images are not
+    on this machine), and ``helm install --dry-run=server`` prints its NOTES."""
+    ns = "helm-chart-dry-run"
+    cluster.kubectl("create", "namespace", ns)
+    rendered = helm("template", "ph", str(CHART_DIR), "-n", ns, "--set", "node.enabled=true",
+                    "--set", "grafanaDashboard.enabled=true").stdout
+    applied = cluster.kubectl("apply", "-n", ns, "--dry-run=server", "-o", "name", "-f", "-",
+                              input=rendered).stdout.split()
+    assert sorted(applied) == sorted([
+        "configmap/ph-pilothouse-dashboard",
+        "service/ph-pilothouse-apiserver", "service/ph-pilothouse-apiserver-headless",
+        "service/ph-pilothouse-scheduler", "service/ph-pilothouse-controller-manager",
+        "service/ph-pilothouse-kubelet",
+        "statefulset.apps/ph-pilothouse-apiserver", "deployment.apps/ph-pilothouse-scheduler",
+        "deployment.apps/ph-pilothouse-controller-manager", "daemonset.apps/ph-pilothouse-node",
+    ])
+    # A dry run leaves nothing behind.
+    left = cluster.kubectl("get", "statefulsets,deployments,daemonsets,services", "-n", ns,
+                           "-o", "name").stdout
+    assert left == ""
+    out = helm("install", "ph", str(CHART_DIR), "-n", ns, "--dry-run=server").stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert "kubectl -n helm-chart-dry-run port-forward svc/ph-pilothouse-apiserver 6443:6443" \
+        in notes
+    assert "PersistentVolumeClaim data-ph-pilothouse-apiserver-0" in notes
+    assert helm.json("list", "-n", ns, "--all") == []
