@@ -12,6 +12,7 @@ import base64
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 from tests.e2e.conftest import Cluster
 
@@ -258,3 +261,77 @@ def test_pilothouse_chart_objects_pass_the_apiservers_validation(cluster: Cluste
         in notes
     assert "PersistentVolumeClaim data-ph-pilothouse-apiserver-0" in notes
     assert helm.json("list", "-n", ns, "--all") == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def probe(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=1).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_chart_command_lines_run_and_answer_their_probes(tmp_path: Path) -> None:
+    """The control plane as the chart runs it, minus Kubernetes: the apiserver,
+    scheduler and controller-manager started with the exact args the chart renders
+    (only ports, the data folder and the apiserver's address moved to this machine),
+    each answering the readiness and liveness probes the chart declares."""
+    rendered = subprocess.run(
+        [str(HELM), "template", "ph", str(CHART_DIR), "-n", "control"], capture_output=True,
+        text=True, check=True, timeout=60).stdout
+    workloads = {d["metadata"]["name"].removeprefix("ph-pilothouse-"): d
+                 for d in yaml.safe_load_all(rendered)
+                 if d and d["kind"] in ("StatefulSet", "Deployment")}
+    assert set(workloads) == {"apiserver", "scheduler", "controller-manager"}
+    rest, grpc = free_port(), free_port()
+    ports = {"apiserver": rest, "scheduler": free_port(), "controller-manager": free_port()}
+    moved = {
+        "--port": lambda name: str(ports[name]),
+        "--grpc-port": lambda name: str(grpc),
+        "--data-dir": lambda name: str(tmp_path / "data"),
+        "--master": lambda name: f"grpc://127.0.0.1:{grpc}",
+        "--apiserver": lambda name: f"grpc://127.0.0.1:{grpc}",
+        "--bind-address": lambda name: "127.0.0.1",
+        "--identity": lambda name: "ph-pilothouse-controller-manager-0",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("apiserver", "scheduler", "controller-manager"):
+            [c] = workloads[name]["spec"]["template"]["spec"]["containers"]
+            argv = []
+            for arg in c["args"]:
+                flag, eq, _value = arg.partition("=")
+                argv.append(f"{flag}={moved[flag](name)}" if eq and flag in moved else arg)
+            log = (tmp_path / f"{name}.log").open("wb")
+            processes.append(subprocess.Popen([sys.executable, "-m", "pilothouse.cli", *argv],
+                                              stdout=log, stderr=subprocess.STDOUT))
+            container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            for kind in ("readinessProbe", "livenessProbe"):
+                get = c[kind]["httpGet"]
+                assert container_ports[get["port"]] == int(flags_of(c)["--port"])
+                url = f"http://127.0.0.1:{ports[name]}{get['path']}"
+                wait_until(lambda url=url: probe(url) == 200,
+                           f"{name} {kind} {get['path']} answers 200", within=60)
+        # The controller-manager leads under the identity the chart gives it.
+        lease = httpx.get(f"http://127.0.0.1:{rest}/apis/coordination.k8s.io/v1/namespaces/"
+                          "kube-system/leases/kube-controller-manager", timeout=5).json()
+        assert lease["spec"]["holderIdentity"] == "ph-pilothouse-controller-manager-0"
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def flags_of(c: dict[str, Any]) -> dict[str, str]:
+    return dict(arg.partition("=")[::2] for arg in c["args"][1:])
