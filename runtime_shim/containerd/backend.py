@@ -208,6 +208,8 @@ class ContainerdBackend:
             await self._refresh(c)
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -372,6 +374,9 @@ class ContainerdBackend:
         except grpc.aio.AioRpcError as err:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
+            if await self._task(cid) is None:  # its shim went away with it: gone is deleted
+                log.warning("deleting task %s: %s (the task is gone)", cid, err.details())
+                return None
             raise
 
     async def _delete_container(self, cid: str) -> None:
@@ -533,7 +538,10 @@ class ContainerdBackend:
             return cri.StopPodSandboxResponse()
         async with self._lock(sb.id):
             for c in [c for c in self.containers.values() if c.sandbox_id == sb.id]:
-                await self._stop(c, grace=0)
+                # under the container's lock: the exit watcher must not delete its task
+                # at the same time (two concurrent deletes can take the runc shim down)
+                async with self._lock(c.id):
+                    await self._stop(c, grace=0)
             await self._teardown_sandbox(sb)
             if sb.state != "notready":
                 await self._label(sb.id, STATE, "notready")
@@ -550,7 +558,9 @@ class ContainerdBackend:
         await self.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sb.id))
         async with self._lock(sb.id):
             for c in [c for c in self.containers.values() if c.sandbox_id == sb.id]:
-                await self._remove(c)
+                async with self._lock(c.id):
+                    await self._remove(c)
+                self._locks.pop(c.id, None)
             await self._delete_container(sb.id)
             if not sb.config.linux.cgroup_parent:
                 self.cgroups.remove(self.cgroups.paths_for(self._pod_cgroup(sb.config, sb.id)))
@@ -918,6 +928,10 @@ class ContainerdBackend:
     async def _container_status(self, c: ContainerRecord) -> cri.ContainerStatus:
         await self._refresh(c)
         state = await self._state(c)
+        if state == cri.CONTAINER_EXITED and c.exit is None:
+            # it stopped between the two looks: record its exit before reporting it
+            await self._refresh(c)
+            state = await self._state(c)
         config = c.config
         status = cri.ContainerStatus(
             id=c.id, metadata=config.metadata, state=state, created_at=c.created_at,
