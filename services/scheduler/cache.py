@@ -212,6 +212,7 @@ class Cache:
                 break
             newest = max(newest, ni.generation)
             existing = snapshot.node_info_map.get(ni.name)
+            snapshot.note_changed(ni.name)
             if ni.node is None:
                 if existing is not None:
                     del snapshot.node_info_map[ni.name]
@@ -233,6 +234,7 @@ class Cache:
             for name in [n for n in snapshot.node_info_map
                          if n not in self._nodes or self._nodes[n].node is None]:
                 del snapshot.node_info_map[name]
+                snapshot.note_changed(name)
             update_all = True
         if update_all:
             snapshot.rebuild_lists(self._ordered_names())

@@ -10,10 +10,17 @@ node starts/stops hosting pods with affinity.
 ``node_info_list`` is ordered as Kubernetes' node tree orders it: zones
 interleaved (first node of each zone, then the second of each, ...), so
 scoring a fraction of the nodes still spreads over every zone.
+
+The snapshot also keeps a change log: the names of the NodeInfos that were
+updated, added or removed, in order (``changed_since``). Plugins that keep
+per-node aggregates across cycles (PodTopologySpread's and InterPodAffinity's
+counts) read it to update only what moved. Whoever changes a snapshot's
+NodeInfos outside ``Cache.update_snapshot`` must call ``note_changed``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from pilothouse.gen.k8s.core.v1 import core_pb2
@@ -26,6 +33,10 @@ from pilothouse.services.scheduler.framework.types import (
 )
 
 __all__ = ["Snapshot", "add_node_images", "remove_node_images", "zone_interleaved", "zone_key"]
+
+_snapshot_ids = itertools.count(1)
+#: The change log keeps at least this many entries (and four per node) before trimming.
+_MIN_LOG = 4096
 
 
 def add_node_images(info: NodeInfo, images: dict[str, ImageState]) -> None:
@@ -85,6 +96,32 @@ class Snapshot:
         self.generation = 0
         #: The cache's node-tree version this snapshot's list was built from.
         self.tree_version = -1
+        #: Distinguishes snapshots for plugins' cross-cycle aggregates.
+        self.uid = next(_snapshot_ids)
+        self._changes: list[str] = []
+        self._changes_base = 0
+
+    # -- the change log ------------------------------------------------------------------
+
+    @property
+    def changes_end(self) -> int:
+        """The log position after the newest change (pass it to ``changed_since`` later)."""
+        return self._changes_base + len(self._changes)
+
+    def note_changed(self, name: str) -> None:
+        """Record that the NodeInfo ``name`` was updated, added or removed."""
+        self._changes.append(name)
+        if len(self._changes) > max(_MIN_LOG, 4 * len(self.node_info_map)):
+            drop = len(self._changes) // 2
+            del self._changes[:drop]
+            self._changes_base += drop
+
+    def changed_since(self, position: int) -> list[str] | None:
+        """Names changed since ``position`` (repeats possible); None when that part of
+        the log was dropped (the caller recounts from scratch)."""
+        if position < self._changes_base:
+            return None
+        return self._changes[position - self._changes_base:]
 
     @classmethod
     def from_objects(cls, nodes: Iterable[core_pb2.Node],

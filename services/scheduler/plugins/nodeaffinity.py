@@ -55,7 +55,7 @@ class RequiredNodeAffinity:
     ``ni.labels`` is the same object. Memos are shared by every pod with the same
     nodeSelector and required terms (a Deployment's replicas)."""
 
-    __slots__ = ("memo", "node_selector", "required", "uses_fields")
+    __slots__ = ("key", "memo", "node_selector", "required", "uses_fields")
 
     def __init__(self, pod: PodInfo) -> None:
         spec = pod.pod.spec
@@ -70,7 +70,8 @@ class RequiredNodeAffinity:
             self.required = compile_node_selector(req)
             self.uses_fields = any(not t.field_selector.empty for t in self.required.terms)
             raw = b"r" + req.SerializeToString(deterministic=True)
-        key = (self.node_selector, raw)
+        #: Equal for pods whose nodeSelector and required terms are equal.
+        self.key = key = (self.node_selector, raw)
         memo = _MEMOS.get(key)
         if memo is None:
             if len(_MEMOS) >= _MAX_MEMOS:

@@ -33,13 +33,14 @@ from pilothouse.services.scheduler.framework import (
     NodeInfo,
     PodInfo,
     PreFilterResult,
+    Snapshot,
     Status,
 )
 from pilothouse.services.scheduler.framework.types import LABEL_HOSTNAME, LABEL_ZONE
 from pilothouse.services.scheduler.plugins.names import POD_TOPOLOGY_SPREAD
 from pilothouse.services.scheduler.plugins.nodeaffinity import RequiredNodeAffinity
 
-__all__ = ["SYSTEM_DEFAULT_CONSTRAINTS", "Constraint", "PodTopologySpread"]
+__all__ = ["SYSTEM_DEFAULT_CONSTRAINTS", "Constraint", "PodTopologySpread", "SpreadCounts"]
 
 ERR_REASON_CONSTRAINTS: Final = "node(s) didn't match pod topology spread constraints"
 ERR_REASON_LABEL: Final = ("node(s) didn't match pod topology spread constraints "
@@ -105,6 +106,96 @@ def constraints_of(pod: PodInfo, action: str) -> list[Constraint]:
             honor_node_affinity=(c.nodeAffinityPolicy or "Honor") == "Honor",
             honor_node_taints=(c.nodeTaintsPolicy or "Ignore") == "Honor"))
     return out
+
+
+_Contribution = tuple[tuple[str, int] | None, ...]
+
+
+class SpreadCounts:
+    """Matching pods per topology domain for one constraint list, kept across cycles.
+
+    What ``pre_filter`` would count by walking every node and its pods, updated
+    from the snapshot's change log: only the NodeInfos that changed since the last
+    cycle are recounted (the node the previous pod went to, nodes whose pods the
+    informer saw), as Kubernetes keeps its PreFilter inputs cheap. Per node it
+    remembers its contribution (domain and matching pods per constraint, or None
+    where the node is not counted), so a change is "subtract old, add new". A
+    domain stays present (possibly at 0) while any counted node is in it.
+
+    Valid for every pod with the same namespace, constraints (key, selector,
+    policies), required node affinity and (when taints are honoured) tolerations:
+    that is the memo key.
+    """
+
+    __slots__ = ("constraints", "counts", "members", "namespace", "per_node", "pod",
+                 "position", "required", "snapshot_uid")
+
+    def __init__(self, pod: PodInfo, constraints: list[Constraint],
+                 required: RequiredNodeAffinity) -> None:
+        self.pod = pod  # any pod of the key: its tolerations and namespace are the key's
+        self.namespace = pod.namespace
+        self.constraints = constraints
+        self.required = required
+        self.per_node: dict[str, _Contribution | None] = {}
+        self.counts: list[dict[str, int]] = [{} for _ in constraints]
+        self.members: list[dict[str, int]] = [{} for _ in constraints]
+        self.snapshot_uid = -1
+        self.position = 0
+
+    def _contribution(self, ni: NodeInfo) -> _Contribution | None:
+        labels = ni.labels
+        if not _has_all_keys(labels, self.constraints):
+            return None
+        out: list[tuple[str, int] | None] = []
+        for c in self.constraints:
+            if not c.includes(self.pod, ni, self.required):
+                out.append(None)
+                continue
+            out.append((labels[c.topology_key],
+                        count_matching(ni.pods, c.selector, self.namespace)))
+        return tuple(out)
+
+    def _apply(self, contrib: _Contribution | None, sign: int) -> None:
+        if contrib is None:
+            return
+        for i, entry in enumerate(contrib):
+            if entry is None:
+                continue
+            domain, n = entry
+            members, counts = self.members[i], self.counts[i]
+            left = members.get(domain, 0) + sign
+            if left:
+                members[domain] = left
+                counts[domain] = counts.get(domain, 0) + sign * n
+            else:
+                del members[domain]
+                del counts[domain]
+
+    def sync(self, snapshot: Snapshot) -> None:
+        """Bring the counts up to date with ``snapshot``."""
+        changed = (snapshot.changed_since(self.position)
+                   if self.snapshot_uid == snapshot.uid else None)
+        self.position = snapshot.changes_end
+        if changed is None:
+            self.snapshot_uid = snapshot.uid
+            self.per_node.clear()
+            self.counts = [{} for _ in self.constraints]
+            self.members = [{} for _ in self.constraints]
+            for ni in snapshot.node_info_list:
+                contrib = self._contribution(ni)
+                self.per_node[ni.name] = contrib
+                self._apply(contrib, 1)
+            return
+        for name in set(changed):
+            self._apply(self.per_node.pop(name, None), -1)
+            ni = snapshot.get(name)
+            if ni is not None:
+                contrib = self._contribution(ni)
+                self.per_node[name] = contrib
+                self._apply(contrib, 1)
+
+
+_MAX_MEMOS: Final = 64
 
 
 class _PreFilterState:
@@ -183,6 +274,7 @@ class PodTopologySpread:
         if self.defaulting_type == "System" and self.default_constraints:
             raise ValueError("defaultConstraints must be empty when defaultingType is System")
         self.system_defaulted = self.defaulting_type == "System"
+        self._counters: dict[tuple[Any, ...], SpreadCounts] = {}
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Pod", "*"), ClusterEvent("Node", "Add"),
@@ -210,6 +302,22 @@ class PodTopologySpread:
 
     # -- Filter ------------------------------------------------------------------------
 
+    def _counter(self, pod: PodInfo, constraints: list[Constraint],
+                 required: RequiredNodeAffinity) -> SpreadCounts:
+        """The cross-cycle counts for pods like ``pod`` (see ``SpreadCounts``)."""
+        key: tuple[Any, ...] = (
+            pod.namespace,
+            tuple((c.topology_key, c.selector.is_nothing, c.selector.requirements,
+                   c.honor_node_affinity, c.honor_node_taints) for c in constraints),
+            required.key if any(c.honor_node_affinity for c in constraints) else None,
+            pod.tolerations if any(c.honor_node_taints for c in constraints) else None)
+        counter = self._counters.get(key)
+        if counter is None:
+            if len(self._counters) >= _MAX_MEMOS:
+                self._counters.clear()
+            counter = self._counters[key] = SpreadCounts(pod, constraints, required)
+        return counter
+
     def pre_filter(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
                    ) -> tuple[PreFilterResult | None, Status | None]:
         try:
@@ -218,17 +326,11 @@ class PodTopologySpread:
             return None, Status.unresolvable(f"parsing pod: {exc}", plugin=self.name)
         if not constraints:
             return None, Status.skip()
-        s = _PreFilterState(constraints, RequiredNodeAffinity(pod))
-        for ni in self.handle.snapshot.node_info_list:
-            labels = ni.labels
-            if not _has_all_keys(labels, constraints):
-                continue
-            for i, c in enumerate(constraints):
-                if not c.includes(pod, ni, s.required):
-                    continue
-                v = labels[c.topology_key]
-                s.counts[i][v] = s.counts[i].get(v, 0) + count_matching(
-                    ni.pods, c.selector, pod.namespace)
+        required = RequiredNodeAffinity(pod)
+        s = _PreFilterState(constraints, required)
+        counter = self._counter(pod, constraints, required)
+        counter.sync(self.handle.snapshot)
+        s.counts = [dict(c) for c in counter.counts]
         s.self_match = [1 if c.selector.matches(pod.labels) else 0 for c in constraints]
         state.write(_PRE_FILTER_KEY, s)
         return None, None
@@ -260,6 +362,41 @@ class PodTopologySpread:
             if skew > c.max_skew:
                 return _REJECT
         return None
+
+    def filter_many(self, state: CycleState, pod: PodInfo,
+                    nodes: list[NodeInfo]) -> list[Status | None]:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is None:
+            return [self.filter(state, pod, ni) for ni in nodes]
+        # A node passes a constraint when its domain's count <= maxSkew + min - self.
+        checks = [(c.topology_key, s.counts[i], c.max_skew + s.min_match(i) - s.self_match[i])
+                  for i, c in enumerate(s.constraints)]
+        out: list[Status | None] = []
+        append = out.append
+        if len(checks) == 1:
+            key, counts, limit = checks[0]
+            for ni in nodes:
+                tv = ni.labels.get(key)
+                if tv is None:
+                    append(_REJECT_LABEL)
+                elif counts.get(tv, 0) > limit:
+                    append(_REJECT)
+                else:
+                    append(None)
+            return out
+        for ni in nodes:
+            labels = ni.labels
+            verdict: Status | None = None
+            for key, counts, limit in checks:
+                tv = labels.get(key)
+                if tv is None:
+                    verdict = _REJECT_LABEL
+                    break
+                if counts.get(tv, 0) > limit:
+                    verdict = _REJECT
+                    break
+            append(verdict)
+        return out
 
     # -- Score -------------------------------------------------------------------------
 

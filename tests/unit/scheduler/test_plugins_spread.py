@@ -198,3 +198,68 @@ def test_pod_topology_spread_bad_args() -> None:
     with pytest.raises(ValueError):
         PodTopologySpread({"defaultingType": "System", "defaultConstraints": [
             {"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule"}]})
+
+
+def test_pod_topology_spread_counts_follow_the_cache() -> None:
+    """The cross-cycle counts, updated from the snapshot's change log after pods are
+    assumed, bound, removed and nodes relabelled, added and removed, equal a full
+    recount every time, and the Filter verdicts match a fresh plugin's."""
+    import random
+
+    from pilothouse.services.scheduler.cache import Cache
+    from pilothouse.services.scheduler.framework import CycleState, Handle, PodInfo, Snapshot
+    from pilothouse.services.scheduler.plugins.nodeaffinity import RequiredNodeAffinity
+    from pilothouse.services.scheduler.plugins.podtopologyspread import SpreadCounts
+
+    rng = random.Random(7)
+    cache = Cache()
+    names = [f"n{i}" for i in range(12)]
+    for i, n in enumerate(names):
+        cache.add_node(make_node(n, zone="abc"[i % 3]))
+    snap = Snapshot()
+    cache.update_snapshot(snap)
+    plugin = PodTopologySpread(None, Handle(snapshot=snap))
+    pod = make_pod("p", labels={"app": "web"}, spread=[spread(ZONE, 2), spread(HOST, 3)])
+    pi = PodInfo(pod)
+    placed: dict[str, str] = {}
+    for step in range(300):
+        action = rng.random()
+        if action < 0.5 or not placed:
+            key = f"w{step}"
+            node = rng.choice(names)
+            labels = {"app": "web"} if rng.random() < 0.7 else {"app": "db"}
+            p = PodInfo(make_pod(key, labels=labels, node_name=node))
+            if rng.random() < 0.5:
+                cache.assume_pod(p, node)
+            else:
+                cache.add_pod(p.pod, p)
+            placed[p.key] = node
+        elif action < 0.8:
+            key = rng.choice(sorted(placed))
+            cache.remove_pod(key)
+            del placed[key]
+        elif action < 0.9:
+            n = rng.choice(names)
+            cache.update_node(None, make_node(n, zone=rng.choice("abcd")))
+        else:
+            n = f"extra{step}"
+            cache.add_node(make_node(n, zone=rng.choice("ab")))
+            names.append(n)
+            if rng.random() < 0.5:
+                gone = names.pop(0)
+                cache.remove_node(gone)
+        cache.update_snapshot(snap)
+        state = CycleState()
+        _, status = plugin.pre_filter(state, pi, snap.list())
+        assert status is None
+        counter = next(iter(plugin._counters.values()))
+        fresh = SpreadCounts(pi, counter.constraints, RequiredNodeAffinity(pi))
+        fresh.sync(snap)  # first sync: a full recount
+        assert counter.counts == fresh.counts, step
+        assert counter.members == fresh.members, step
+        other = PodTopologySpread(None, Handle(snapshot=snap))
+        other_state = CycleState()
+        other.pre_filter(other_state, pi, snap.list())
+        want = [other.filter(other_state, pi, ni) for ni in snap.list()]
+        assert plugin.filter_many(state, pi, snap.list()) == want, step
+    assert sum(counter.counts[0].values()) > 0  # the walk did place matching pods
