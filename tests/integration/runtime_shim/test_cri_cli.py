@@ -119,3 +119,42 @@ def test_image_import_into_containerd_over_its_grpc_api(short_dir: Path) -> None
         assert "none.sock" in bad.stderr
     finally:
         daemon.cleanup()
+
+
+def test_containerd_backend_process_serves_and_stops_on_sigterm(short_dir: Path) -> None:
+    from pilothouse.runtime_shim.containerd.daemon import Containerd
+
+    tag = os.getpid() % 100000
+    daemon = Containerd(short_dir / "ctd", bridge=f"phj{tag}", subnet="10.218.0.0/24")
+    daemon.start()
+    socket = short_dir / "cri.sock"
+    proc = subprocess.Popen([*PILOTHOUSE, "runtime-shim", "--backend", "containerd",
+                             "--containerd-address", f"unix://{daemon.address}",
+                             "--listen", f"unix://{socket}", "--root", str(short_dir / "root"),
+                             "--bridge", f"phk{tag}", "--pod-cidr", "10.219.0.0/24"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the shim did not create its socket"
+            time.sleep(0.02)
+        with grpc.insecure_channel(f"unix://{socket}") as channel:
+            stub = cri_grpc.RuntimeServiceStub(channel)
+            version = stub.Version(cri.VersionRequest(), timeout=30)
+            status = stub.Status(cri.StatusRequest(), timeout=30)
+            images = cri_grpc.ImageServiceStub(channel).ListImages(cri.ListImagesRequest(),
+                                                                   timeout=30)
+        assert version.runtime_name == "pilothouse-containerd"
+        assert "containerd 1.6" in version.runtime_version
+        assert {c.type: c.status for c in status.status.conditions} == {
+            "RuntimeReady": True, "NetworkReady": True}
+        # the pause image was built from busybox-static and imported at start
+        assert any("pause" in tag for image in images.images for tag in image.repo_tags)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        daemon.cleanup()
