@@ -15,7 +15,7 @@ weight ``hardPodAffinityWeight``), then scales min..max to 0..100.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from pilothouse.services.scheduler.framework import (
@@ -26,12 +26,13 @@ from pilothouse.services.scheduler.framework import (
     NodeInfo,
     PodInfo,
     PreFilterResult,
+    Snapshot,
     Status,
 )
 from pilothouse.services.scheduler.framework.types import AffinityTerm, WeightedAffinityTerm
 from pilothouse.services.scheduler.plugins.names import INTER_POD_AFFINITY
 
-__all__ = ["InterPodAffinity"]
+__all__ = ["InterPodAffinity", "TopologyTally"]
 
 ERR_REASON_EXISTING_ANTI_AFFINITY: Final = \
     "node(s) didn't satisfy existing pods anti-affinity rules"
@@ -63,6 +64,70 @@ def _matches_all(terms: tuple[AffinityTerm, ...], pod: PodInfo) -> bool:
     if not terms:
         return False
     return all(t.matches(pod, None) for t in terms)
+
+
+class TopologyTally:
+    """``TopologyCounts`` summed over a snapshot's nodes, kept across cycles.
+
+    ``contribute(ni)`` gives one node's counts (None for none); the tally
+    remembers each node's and, on ``sync``, recounts only the NodeInfos the
+    snapshot's change log names (Kubernetes keeps these PreFilter inputs from
+    rescanning every pod each cycle). The owner keys tallies so that every pod
+    sharing one would compute the same ``contribute``.
+    """
+
+    __slots__ = ("contribute", "counts", "per_node", "position", "snapshot_uid")
+
+    def __init__(self, contribute: Callable[[NodeInfo], TopologyCounts | None]) -> None:
+        self.contribute = contribute
+        self.counts: TopologyCounts = {}
+        self.per_node: dict[str, TopologyCounts | None] = {}
+        self.snapshot_uid = -1
+        self.position = 0
+
+    def _apply(self, contrib: TopologyCounts | None, sign: int) -> None:
+        if not contrib:
+            return
+        counts = self.counts
+        for pair, n in contrib.items():
+            left = counts.get(pair, 0) + sign * n
+            if left:
+                counts[pair] = left
+            else:
+                del counts[pair]
+
+    def sync(self, snapshot: Snapshot) -> TopologyCounts:
+        """The counts for ``snapshot`` as it is now (the tally's own dict: copy to change)."""
+        changed = (snapshot.changed_since(self.position)
+                   if self.snapshot_uid == snapshot.uid else None)
+        self.position = snapshot.changes_end
+        if changed is None:
+            self.snapshot_uid = snapshot.uid
+            self.per_node.clear()
+            self.counts = {}
+            for ni in snapshot.node_info_list:
+                contrib = self.contribute(ni)
+                self.per_node[ni.name] = contrib
+                self._apply(contrib, 1)
+            return self.counts
+        for name in set(changed):
+            self._apply(self.per_node.pop(name, None), -1)
+            ni = snapshot.get(name)
+            if ni is not None:
+                contrib = self.contribute(ni)
+                self.per_node[name] = contrib
+                self._apply(contrib, 1)
+        return self.counts
+
+
+_MAX_TALLIES: Final = 64
+
+
+def _terms_key(terms: tuple[AffinityTerm, ...]) -> tuple[Any, ...]:
+    return tuple((t.namespaces, t.selector.is_nothing, t.selector.requirements, t.topology_key,
+                  None if t.namespace_selector is None else
+                  (t.namespace_selector.is_nothing, t.namespace_selector.requirements))
+                 for t in terms)
 
 
 class _PreFilterState:
@@ -102,6 +167,43 @@ class _PreFilterState:
                 _bump(self.anti_affinity_counts, labels, t.topology_key, multiplier)
 
 
+def _existing_anti_counts(ni: NodeInfo, pod: PodInfo,
+                          ns_labels: Mapping[str, str] | None) -> TopologyCounts | None:
+    """Per domain of ``ni``: its pods' required anti-affinity terms selecting ``pod``."""
+    if not ni.pods_with_required_anti_affinity:
+        return None
+    out: TopologyCounts = {}
+    labels = ni.labels
+    for other in ni.pods_with_required_anti_affinity:
+        for t in other.required_anti_affinity_terms:
+            if t.matches(pod, ns_labels):
+                _bump(out, labels, t.topology_key, 1)
+    return out or None
+
+
+def _affinity_counts(ni: NodeInfo, terms: tuple[AffinityTerm, ...]) -> TopologyCounts | None:
+    """Per domain of ``ni``: its pods matching all of ``terms``."""
+    out: TopologyCounts = {}
+    labels = ni.labels
+    for other in ni.pods:
+        if _matches_all(terms, other):
+            for t in terms:
+                _bump(out, labels, t.topology_key, 1)
+    return out or None
+
+
+def _anti_affinity_counts(ni: NodeInfo,
+                          terms: tuple[AffinityTerm, ...]) -> TopologyCounts | None:
+    """Per domain of ``ni``: its pods matching each of ``terms``."""
+    out: TopologyCounts = {}
+    labels = ni.labels
+    for other in ni.pods:
+        for t in terms:
+            if t.matches(other, None):
+                _bump(out, labels, t.topology_key, 1)
+    return out or None
+
+
 class InterPodAffinity:
     name = INTER_POD_AFFINITY
 
@@ -114,6 +216,7 @@ class InterPodAffinity:
             raise ValueError("hardPodAffinityWeight: must be in the range 0-100")
         self.ignore_preferred_terms_of_existing_pods = bool(
             args.get("ignorePreferredTermsOfExistingPods", False))
+        self._tallies: dict[tuple[Any, ...], TopologyTally] = {}
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Pod", "*"), ClusterEvent("Node", "Add"),
@@ -142,28 +245,38 @@ class InterPodAffinity:
         s = _PreFilterState(pod, self._merge_namespaces(pod.required_affinity_terms),
                             self._merge_namespaces(pod.required_anti_affinity_terms),
                             self.handle.namespace_labels(pod.namespace))
+        ns_labels = s.namespace_labels
+        if with_anti:
+            # Existing pods' required anti-affinity terms that select this pod: the same
+            # for every pod with this namespace (and its labels) and these labels.
+            key: tuple[Any, ...] = (
+                "existing", pod.namespace, frozenset(pod.labels.items()),
+                None if ns_labels is None else frozenset(ns_labels.items()))
+            s.existing_anti_affinity_counts = dict(self._tally(
+                key, lambda ni: _existing_anti_counts(ni, pod, ns_labels)).sync(snapshot))
         existing = s.existing_anti_affinity_counts
-        for ni in with_anti:
-            labels = ni.labels
-            for other in ni.pods_with_required_anti_affinity:
-                for t in other.required_anti_affinity_terms:
-                    if t.matches(pod, s.namespace_labels):
-                        _bump(existing, labels, t.topology_key, 1)
-        if s.affinity_terms or s.anti_affinity_terms:
-            aff, anti = s.affinity_terms, s.anti_affinity_terms
-            for ni in snapshot.node_info_list:
-                labels = ni.labels
-                for other in ni.pods:
-                    if aff and _matches_all(aff, other):
-                        for t in aff:
-                            _bump(s.affinity_counts, labels, t.topology_key, 1)
-                    for t in anti:
-                        if t.matches(other, None):
-                            _bump(s.anti_affinity_counts, labels, t.topology_key, 1)
+        aff, anti = s.affinity_terms, s.anti_affinity_terms
+        if aff:
+            s.affinity_counts = dict(self._tally(
+                ("affinity", _terms_key(aff)),
+                lambda ni: _affinity_counts(ni, aff)).sync(snapshot))
+        if anti:
+            s.anti_affinity_counts = dict(self._tally(
+                ("anti", _terms_key(anti)),
+                lambda ni: _anti_affinity_counts(ni, anti)).sync(snapshot))
         if not existing and not s.affinity_terms and not s.anti_affinity_terms:
             return None, Status.skip()
         state.write(_PRE_FILTER_KEY, s)
         return None, None
+
+    def _tally(self, key: tuple[Any, ...],
+               contribute: Callable[[NodeInfo], TopologyCounts | None]) -> TopologyTally:
+        tally = self._tallies.get(key)
+        if tally is None:
+            if len(self._tallies) >= _MAX_TALLIES:
+                self._tallies.clear()
+            tally = self._tallies[key] = TopologyTally(contribute)
+        return tally
 
     def add_pod(self, state: CycleState, pod: PodInfo, pod_to_add: PodInfo,
                 node_info: NodeInfo) -> Status | None:

@@ -263,3 +263,71 @@ def test_pod_topology_spread_counts_follow_the_cache() -> None:
         want = [other.filter(other_state, pi, ni) for ni in snap.list()]
         assert plugin.filter_many(state, pi, snap.list()) == want, step
     assert sum(counter.counts[0].values()) > 0  # the walk did place matching pods
+
+
+def test_inter_pod_affinity_counts_follow_the_cache() -> None:
+    """PreFilter's three count maps, kept across cycles and updated from the snapshot's
+    change log, equal a fresh plugin's full count after every cache change."""
+    import random
+
+    from pilothouse.services.scheduler.cache import Cache
+    from pilothouse.services.scheduler.framework import CycleState, Handle, PodInfo, Snapshot
+
+    rng = random.Random(11)
+    cache = Cache()
+    names = [f"n{i}" for i in range(10)]
+    for i, n in enumerate(names):
+        cache.add_node(make_node(n, zone="abc"[i % 3]))
+    snap = Snapshot()
+    cache.update_snapshot(snap)
+    plugin = InterPodAffinity(None, Handle(snapshot=snap))
+    incoming = [
+        PodInfo(make_pod("p", labels={"app": "web"}, affinity={
+            **affinity("podAntiAffinity", term(HOST, {"app": "web"})),
+            **affinity("podAffinity", term(ZONE, {"app": "db"}))})),
+        PodInfo(make_pod("q", labels={"app": "db"})),
+    ]
+    shapes = [
+        {"labels": {"app": "web"}, "affinity": affinity("podAntiAffinity",
+                                                       term(HOST, {"app": "web"}))},
+        {"labels": {"app": "db"}, "affinity": affinity("podAntiAffinity",
+                                                      term(ZONE, {"app": "db"}))},
+        {"labels": {"app": "db"}},
+        {"labels": {"app": "web"}},
+    ]
+    placed: list[str] = []
+    seen_counts = 0
+    for step in range(250):
+        action = rng.random()
+        if action < 0.55 or not placed:
+            node = rng.choice(names)
+            p = PodInfo(make_pod(f"w{step}", node_name=node, **rng.choice(shapes)))
+            if rng.random() < 0.5:
+                cache.assume_pod(p, node)
+            else:
+                cache.add_pod(p.pod, p)
+            placed.append(p.key)
+        elif action < 0.85:
+            cache.remove_pod(placed.pop(rng.randrange(len(placed))))
+        else:
+            n = rng.choice(names)
+            cache.update_node(None, make_node(n, zone=rng.choice("abd")))
+        cache.update_snapshot(snap)
+        for pi in incoming:
+            state = CycleState()
+            _, status = plugin.pre_filter(state, pi, snap.list())
+            fresh = InterPodAffinity(None, Handle(snapshot=snap))
+            fresh_state = CycleState()
+            _, fresh_status = fresh.pre_filter(fresh_state, pi, snap.list())
+            assert status == fresh_status, step
+            if status is not None:
+                continue
+            got = state.read("PreFilterInterPodAffinity")
+            want = fresh_state.read("PreFilterInterPodAffinity")
+            assert got.existing_anti_affinity_counts == want.existing_anti_affinity_counts
+            assert got.affinity_counts == want.affinity_counts, step
+            assert got.anti_affinity_counts == want.anti_affinity_counts, step
+            seen_counts += len(got.existing_anti_affinity_counts) + len(got.anti_affinity_counts)
+            assert [plugin.filter(state, pi, ni) for ni in snap.list()] == [
+                fresh.filter(fresh_state, pi, ni) for ni in snap.list()], step
+    assert seen_counts > 0
