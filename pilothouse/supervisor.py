@@ -50,6 +50,19 @@ class _Running:
     restarts: int = 0
 
 
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -76,12 +89,28 @@ class Supervisor:
                 stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, **spec.env}, start_new_session=True)
 
-    async def start(self, spec: Component) -> None:
-        """Start ``spec`` and wait until it is ready; ComponentFailed otherwise."""
-        process = await self._spawn(spec)
-        running = _Running(spec, process)
-        self._running.append(running)
-        await self._wait_ready(running)
+    async def start(self, spec: Component, *, attempts: int = 3) -> None:
+        """Start ``spec`` and wait until it is ready; ComponentFailed otherwise.
+
+        A component that exits before it is ready is started again (up to
+        ``attempts`` times), as a restart policy would; one that stays up but
+        never becomes ready fails at once.
+        """
+        for attempt in range(1, attempts + 1):
+            process = await self._spawn(spec)
+            running = _Running(spec, process)
+            try:
+                await self._wait_ready(running)
+            except ComponentFailed:
+                if process.returncode is None or attempt == attempts:
+                    await _terminate(process)
+                    raise
+                log.warning("component exited while starting; starting it again",
+                            extra={"component": spec.name, "code": process.returncode,
+                                   "attempt": attempt})
+                continue
+            self._running.append(running)
+            return
 
     async def _wait_ready(self, running: _Running) -> None:
         spec = running.spec
