@@ -204,7 +204,7 @@ class Cache:
         """Bring ``snapshot`` up to date; returns how many NodeInfos were copied."""
         last = snapshot.generation
         update_all = snapshot.tree_version != self._tree_version
-        update_affinity = False
+        flipped: list[tuple[NodeInfo, bool, bool]] = []
         copied = 0
         newest = last
         for ni in reversed(self._nodes.values()):
@@ -228,7 +228,7 @@ class Cache:
             ni.clone(into=existing)
             if had_aff != bool(existing.pods_with_affinity) or \
                     had_anti != bool(existing.pods_with_required_anti_affinity):
-                update_affinity = True
+                flipped.append((existing, had_aff, had_anti))
         snapshot.generation = newest
         if len(snapshot.node_info_map) > self._live_nodes:
             for name in [n for n in snapshot.node_info_map
@@ -239,6 +239,9 @@ class Cache:
         if update_all:
             snapshot.rebuild_lists(self._ordered_names())
             snapshot.tree_version = self._tree_version
-        elif update_affinity:
-            snapshot.rebuild_lists()
+        else:
+            # Only nodes that started or stopped hosting affinity pods: patch the two
+            # lists (their order carries no meaning) instead of rescanning every node.
+            for info, had_aff, had_anti in flipped:
+                snapshot.affinity_changed(info, had_aff, had_anti)
         return copied

@@ -4,8 +4,9 @@ The scheduler cache brings the snapshot up to date before every cycle,
 copying only NodeInfos whose generation is newer than the snapshot's (one or
 two per cycle in steady state: the node the previous pod was bound to). The
 snapshot's NodeInfo objects are updated in place, so the lists below keep
-pointing at current data; they are rebuilt only when nodes come or go or a
-node starts/stops hosting pods with affinity.
+pointing at current data; they are rebuilt only when nodes come or go. A node
+that starts/stops hosting pods with affinity is added to/dropped from the
+two affinity lists (whose order carries no meaning).
 
 ``node_info_list`` is ordered as Kubernetes' node tree orders it: zones
 interleaved (first node of each zone, then the second of each, ...), so
@@ -153,6 +154,23 @@ class Snapshot:
             n for n in self.node_info_list if n.pods_with_affinity]
         self.have_pods_with_required_anti_affinity_list = [
             n for n in self.node_info_list if n.pods_with_required_anti_affinity]
+
+    def affinity_changed(self, info: NodeInfo, had_affinity: bool,
+                         had_required_anti_affinity: bool) -> None:
+        """``info`` (in this snapshot) started or stopped hosting pods with affinity /
+        required anti-affinity: add it to or drop it from those lists."""
+        for had, now, lst in (
+                (had_affinity, bool(info.pods_with_affinity),
+                 self.have_pods_with_affinity_list),
+                (had_required_anti_affinity, bool(info.pods_with_required_anti_affinity),
+                 self.have_pods_with_required_anti_affinity_list)):
+            if now and not had:
+                lst.append(info)
+            elif had and not now:
+                for i, n in enumerate(lst):
+                    if n is info:
+                        del lst[i]
+                        break
 
     def get(self, name: str) -> NodeInfo | None:
         return self.node_info_map.get(name)

@@ -327,6 +327,41 @@ class InterPodAffinity:
                         return _REJECT_EXISTING
         return None
 
+    def filter_many(self, state: CycleState, pod: PodInfo,
+                    nodes: list[NodeInfo]) -> list[Status | None]:
+        """``filter`` per node, with the counts turned into per-key value sets once."""
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is None or s.affinity_terms:
+            return [self.filter(state, pod, ni) for ni in nodes]
+        anti: dict[str, set[str]] = {}
+        if s.anti_affinity_counts:
+            keys = {t.topology_key for t in s.anti_affinity_terms}
+            for (key, value), n in s.anti_affinity_counts.items():
+                if n > 0 and key in keys:
+                    anti.setdefault(key, set()).add(value)
+        existing: dict[str, set[str]] = {}
+        for (key, value), n in s.existing_anti_affinity_counts.items():
+            if n > 0:
+                existing.setdefault(key, set()).add(value)
+        out: list[Status | None] = []
+        append = out.append
+        anti_items = list(anti.items())
+        existing_items = list(existing.items())
+        for ni in nodes:
+            labels = ni.labels
+            verdict: Status | None = None
+            for key, values in anti_items:
+                if labels.get(key) in values:
+                    verdict = _REJECT_ANTI
+                    break
+            if verdict is None:
+                for key, values in existing_items:
+                    if labels.get(key) in values:
+                        verdict = _REJECT_EXISTING
+                        break
+            append(verdict)
+        return out
+
     # -- Score -----------------------------------------------------------------------------
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:

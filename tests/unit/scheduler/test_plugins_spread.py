@@ -286,6 +286,8 @@ def test_inter_pod_affinity_counts_follow_the_cache() -> None:
             **affinity("podAntiAffinity", term(HOST, {"app": "web"})),
             **affinity("podAffinity", term(ZONE, {"app": "db"}))})),
         PodInfo(make_pod("q", labels={"app": "db"})),
+        PodInfo(make_pod("r", labels={"app": "web"}, affinity=affinity(
+            "podAntiAffinity", term(HOST, {"app": "web"}), term(ZONE, {"app": "db"})))),
     ]
     shapes = [
         {"labels": {"app": "web"}, "affinity": affinity("podAntiAffinity",
@@ -328,6 +330,7 @@ def test_inter_pod_affinity_counts_follow_the_cache() -> None:
             assert got.affinity_counts == want.affinity_counts, step
             assert got.anti_affinity_counts == want.anti_affinity_counts, step
             seen_counts += len(got.existing_anti_affinity_counts) + len(got.anti_affinity_counts)
-            assert [plugin.filter(state, pi, ni) for ni in snap.list()] == [
-                fresh.filter(fresh_state, pi, ni) for ni in snap.list()], step
+            verdicts = [plugin.filter(state, pi, ni) for ni in snap.list()]
+            assert verdicts == [fresh.filter(fresh_state, pi, ni) for ni in snap.list()], step
+            assert plugin.filter_many(state, pi, snap.list()) == verdicts, step
     assert seen_counts > 0

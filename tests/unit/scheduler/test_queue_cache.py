@@ -187,3 +187,39 @@ def test_node_removal_and_affinity_lists() -> None:
     assert snap.list() == [] and snap.have_pods_with_required_anti_affinity_list == []
     cache.remove_pod("default/x")
     assert cache.node_count == 0
+
+
+def test_affinity_lists_patched_in_place_equal_a_rebuild() -> None:
+    import random
+
+    rng = random.Random(5)
+    cache = Cache()
+    for i in range(8):
+        cache.add_node(make_node(f"n{i}"))
+    snap = Snapshot()
+    cache.update_snapshot(snap)
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"a": "b"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    aff = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"a": "b"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    placed: list[str] = []
+    grew = False
+    for step in range(200):
+        if rng.random() < 0.6 or not placed:
+            shape = rng.choice([anti, aff, None])
+            cache.add_pod(make_pod(f"p{step}", node_name=f"n{rng.randrange(8)}",
+                                   affinity=shape))
+            placed.append(f"default/p{step}")
+        else:
+            cache.remove_pod(placed.pop(rng.randrange(len(placed))))
+        cache.update_snapshot(snap)
+        want = Snapshot()
+        want.node_info_map = snap.node_info_map
+        want.rebuild_lists([n.name for n in snap.list()])
+        assert {id(n) for n in snap.have_pods_with_affinity_list} == \
+            {id(n) for n in want.have_pods_with_affinity_list}, step
+        assert {id(n) for n in snap.have_pods_with_required_anti_affinity_list} == \
+            {id(n) for n in want.have_pods_with_required_anti_affinity_list}, step
+        assert len(snap.have_pods_with_affinity_list) == len(want.have_pods_with_affinity_list)
+        grew = grew or len(want.have_pods_with_required_anti_affinity_list) > 2
+    assert grew
