@@ -94,7 +94,7 @@ class TopologyTally:
             if left:
                 counts[pair] = left
             else:
-                del counts[pair]
+                counts.pop(pair, None)
 
     def sync(self, snapshot: Snapshot) -> TopologyCounts:
         """The counts for ``snapshot`` as it is now (the tally's own dict: copy to change)."""
@@ -381,36 +381,56 @@ class InterPodAffinity:
                                pod.preferred_anti_affinity_terms
                                for t in self._merge_namespaces((w.term,)))
         ns_labels = self.handle.namespace_labels(pod.namespace)
-        topo: dict[str, dict[str, int]] = {}
-
-        def process(term: AffinityTerm, weight: int, target: PodInfo,
-                    target_ns_labels: Mapping[str, str] | None, labels: Mapping[str, str],
-                    ) -> None:
-            if not term.matches(target, target_ns_labels):
-                return
-            tv = labels.get(term.topology_key)
-            if tv is None:
-                return
-            values = topo.setdefault(term.topology_key, {})
-            values[tv] = values.get(tv, 0) + weight
-
         hard = self.hard_pod_affinity_weight
-        for ni in all_nodes:
+
+        def contribute(ni: NodeInfo) -> TopologyCounts | None:
+            """This node's weights per (key, value), and per ("\0" + key, value) how
+            many terms matched there (a domain whose weights cancel still counts)."""
             labels = ni.labels
             if not labels:
-                continue
+                return None
+            out: TopologyCounts = {}
+
+            def process(term: AffinityTerm, weight: int, target: PodInfo,
+                        target_ns_labels: Mapping[str, str] | None) -> None:
+                if not term.matches(target, target_ns_labels):
+                    return
+                tv = labels.get(term.topology_key)
+                if tv is None:
+                    return
+                pair = (term.topology_key, tv)
+                out[pair] = out.get(pair, 0) + weight
+                mark = ("\0" + term.topology_key, tv)
+                out[mark] = out.get(mark, 0) + 1
+
             for other in (ni.pods if has_constraints else ni.pods_with_affinity):
                 for w in preferred:
-                    process(w.term, w.weight, other, None, labels)
+                    process(w.term, w.weight, other, None)
                 for w in preferred_anti:
-                    process(w.term, -w.weight, other, None, labels)
+                    process(w.term, -w.weight, other, None)
                 if hard > 0:
                     for t in other.required_affinity_terms:
-                        process(t, hard, pod, ns_labels, labels)
+                        process(t, hard, pod, ns_labels)
                 for w in other.preferred_affinity_terms:
-                    process(w.term, w.weight, pod, ns_labels, labels)
+                    process(w.term, w.weight, pod, ns_labels)
                 for w in other.preferred_anti_affinity_terms:
-                    process(w.term, -w.weight, pod, ns_labels, labels)
+                    process(w.term, -w.weight, pod, ns_labels)
+            return out or None
+
+        topo: dict[str, dict[str, int]] = {}
+        if has_constraints or all_nodes:
+            # Every input of ``contribute`` is in the key: pods sharing it share the tally.
+            key: tuple[Any, ...] = (
+                "score", has_constraints, pod.namespace, frozenset(pod.labels.items()),
+                None if ns_labels is None else frozenset(ns_labels.items()), hard,
+                tuple((_terms_key((w.term,)), w.weight) for w in preferred),
+                tuple((_terms_key((w.term,)), w.weight) for w in preferred_anti))
+            for (tkey, tv), n in self._tally(key, contribute).sync(snapshot).items():
+                if tkey.startswith("\0"):
+                    topo.setdefault(tkey[1:], {}).setdefault(tv, 0)
+                else:
+                    values = topo.setdefault(tkey, {})
+                    values[tv] = values.get(tv, 0) + n
         if not topo:
             return Status.skip()
         state.write(_PRE_SCORE_KEY, topo)

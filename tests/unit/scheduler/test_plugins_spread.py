@@ -288,7 +288,11 @@ def test_inter_pod_affinity_counts_follow_the_cache() -> None:
         PodInfo(make_pod("q", labels={"app": "db"})),
         PodInfo(make_pod("r", labels={"app": "web"}, affinity=affinity(
             "podAntiAffinity", term(HOST, {"app": "web"}), term(ZONE, {"app": "db"})))),
+        PodInfo(make_pod("s", labels={"app": "web"}, affinity={"podAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 7, "podAffinityTerm": term(ZONE, {"app": "db"})}]}})),
     ]
+    scored = 0
     shapes = [
         {"labels": {"app": "web"}, "affinity": affinity("podAntiAffinity",
                                                        term(HOST, {"app": "web"}))},
@@ -296,6 +300,10 @@ def test_inter_pod_affinity_counts_follow_the_cache() -> None:
                                                       term(ZONE, {"app": "db"}))},
         {"labels": {"app": "db"}},
         {"labels": {"app": "web"}},
+        {"labels": {"app": "cache"}, "affinity": {
+            **affinity("podAffinity", term(ZONE, {"app": "web"})),
+            "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 5, "podAffinityTerm": term(HOST, {"app": "web"})}]}}},
     ]
     placed: list[str] = []
     seen_counts = 0
@@ -317,6 +325,15 @@ def test_inter_pod_affinity_counts_follow_the_cache() -> None:
         cache.update_snapshot(snap)
         for pi in incoming:
             state = CycleState()
+            fresh = InterPodAffinity(None, Handle(snapshot=snap))
+            score_state, fresh_score_state = CycleState(), CycleState()
+            got_s = plugin.pre_score(score_state, pi, snap.list())
+            want_s = fresh.pre_score(fresh_score_state, pi, snap.list())
+            assert (got_s is None) == (want_s is None), step
+            if got_s is None:
+                assert score_state.read("PreScoreInterPodAffinity") == \
+                    fresh_score_state.read("PreScoreInterPodAffinity"), step
+                scored += 1
             _, status = plugin.pre_filter(state, pi, snap.list())
             fresh = InterPodAffinity(None, Handle(snapshot=snap))
             fresh_state = CycleState()
@@ -333,4 +350,4 @@ def test_inter_pod_affinity_counts_follow_the_cache() -> None:
             verdicts = [plugin.filter(state, pi, ni) for ni in snap.list()]
             assert verdicts == [fresh.filter(fresh_state, pi, ni) for ni in snap.list()], step
             assert plugin.filter_many(state, pi, snap.list()) == verdicts, step
-    assert seen_counts > 0
+    assert seen_counts > 0 and scored > 0
