@@ -145,6 +145,9 @@ async def bench_ours_on_containerd(pods: int, workdir: Path, archive: Path) -> l
             await backend.close()
     finally:
         await asyncio.to_thread(daemon.cleanup)
+        for sandbox in (workdir / "ours" / "sandboxes").glob("*"):  # left by a failed removal
+            subprocess.run(["ip", "netns", "del", f"phc-{sandbox.name[:12]}"],
+                           capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", f"phz{tag}"], capture_output=True, check=False)
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
             top = hierarchy / f"pilothouse-bench-ctd-{tag}"

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ class Containerd:
             stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
-        while not Path(self.address).exists():
+        while not _accepts(self.address):  # the socket file exists a moment before listen()
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"containerd did not start; see {d / 'containerd.log'}")
             time.sleep(0.02)
@@ -114,6 +115,15 @@ class Containerd:
             if mountpoint.startswith(root + "/"):
                 subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+
+
+def _accepts(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _descendants(pid: int) -> list[int]:
