@@ -132,8 +132,8 @@ def _terms_key(terms: tuple[AffinityTerm, ...]) -> tuple[Any, ...]:
 
 class _PreFilterState:
     __slots__ = ("affinity_counts", "affinity_terms", "anti_affinity_counts",
-                 "anti_affinity_terms", "existing_anti_affinity_counts", "namespace_labels",
-                 "pod")
+                 "anti_affinity_terms", "existing_anti_affinity_counts", "existing_keys",
+                 "namespace_labels", "pod")
 
     def __init__(self, pod: PodInfo, affinity_terms: tuple[AffinityTerm, ...],
                  anti_affinity_terms: tuple[AffinityTerm, ...],
@@ -145,6 +145,8 @@ class _PreFilterState:
         self.existing_anti_affinity_counts: TopologyCounts = {}
         self.affinity_counts: TopologyCounts = {}
         self.anti_affinity_counts: TopologyCounts = {}
+        #: The topology keys in existing_anti_affinity_counts (filter_many; None: unknown).
+        self.existing_keys: tuple[str, ...] | None = None
 
     def clone(self) -> _PreFilterState:
         new = _PreFilterState(self.pod, self.affinity_terms, self.anti_affinity_terms,
@@ -156,6 +158,7 @@ class _PreFilterState:
 
     def update_with_pod(self, other: PodInfo, ni: NodeInfo, multiplier: int) -> None:
         labels = ni.labels
+        self.existing_keys = None
         for t in other.required_anti_affinity_terms:
             if t.matches(self.pod, self.namespace_labels):
                 _bump(self.existing_anti_affinity_counts, labels, t.topology_key, multiplier)
@@ -329,34 +332,31 @@ class InterPodAffinity:
 
     def filter_many(self, state: CycleState, pod: PodInfo,
                     nodes: list[NodeInfo]) -> list[Status | None]:
-        """``filter`` per node, with the counts turned into per-key value sets once."""
+        """``filter`` per node: each node's few topology values looked up in the counts."""
         s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
         if s is None or s.affinity_terms:
             return [self.filter(state, pod, ni) for ni in nodes]
-        anti: dict[str, set[str]] = {}
-        if s.anti_affinity_counts:
-            keys = {t.topology_key for t in s.anti_affinity_terms}
-            for (key, value), n in s.anti_affinity_counts.items():
-                if n > 0 and key in keys:
-                    anti.setdefault(key, set()).add(value)
-        existing: dict[str, set[str]] = {}
-        for (key, value), n in s.existing_anti_affinity_counts.items():
-            if n > 0:
-                existing.setdefault(key, set()).add(value)
+        anti_counts = s.anti_affinity_counts
+        anti_keys = (tuple(dict.fromkeys(t.topology_key for t in s.anti_affinity_terms))
+                     if anti_counts else ())
+        existing = s.existing_anti_affinity_counts
+        if s.existing_keys is None:
+            s.existing_keys = tuple({key for key, _ in existing})
+        existing_keys = s.existing_keys if existing else ()
         out: list[Status | None] = []
         append = out.append
-        anti_items = list(anti.items())
-        existing_items = list(existing.items())
         for ni in nodes:
             labels = ni.labels
             verdict: Status | None = None
-            for key, values in anti_items:
-                if labels.get(key) in values:
+            for key in anti_keys:
+                tv = labels.get(key)
+                if tv is not None and anti_counts.get((key, tv), 0) > 0:
                     verdict = _REJECT_ANTI
                     break
             if verdict is None:
-                for key, values in existing_items:
-                    if labels.get(key) in values:
+                for key in existing_keys:
+                    tv = labels.get(key)
+                    if tv is not None and existing.get((key, tv), 0) > 0:
                         verdict = _REJECT_EXISTING
                         break
             append(verdict)
