@@ -6,7 +6,10 @@ import json
 import os
 import stat
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,18 +147,34 @@ def test_watch_streams_changes(cluster: Cluster, ns: str) -> None:
         watch.wait()
 
 
+def _wait(check: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {within}s")
+        time.sleep(0.25)
+
+
 def test_delete_cascade_modes(cluster: Cluster, ns: str) -> None:
-    for name in ("bg", "fg", "orphan"):
-        cluster.kubectl("create", "-n", ns, "configmap", name, "--from-literal=a=b")
-    cluster.kubectl("delete", "-n", ns, "cm", "bg", "--cascade=background")
-    assert cluster.kubectl("get", "-n", ns, "cm", "bg", check=False).returncode != 0
-    cluster.kubectl("delete", "-n", ns, "cm", "orphan", "--cascade=orphan", "--wait=false")
-    held = json.loads(cluster.kubectl("get", "-n", ns, "cm", "orphan", "-o", "json").stdout)
-    assert held["metadata"]["finalizers"] == ["orphan"]  # the garbage collector's job
-    cluster.kubectl("delete", "-n", ns, "cm", "fg", "--cascade=foreground", "--wait=false")
-    held = json.loads(cluster.kubectl("get", "-n", ns, "cm", "fg", "-o", "json").stdout)
-    assert held["metadata"]["finalizers"] == ["foregroundDeletion"]
-    assert held["metadata"]["deletionTimestamp"]
+    """background / foreground / orphan, carried out by the garbage collector."""
+
+    def replicasets(app: str) -> list[dict[str, Any]]:
+        out = cluster.kubectl("get", "rs", "-n", ns, "-l", f"app={app}", "-o", "json").stdout
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        return items
+
+    for app in ("bg", "fg", "orphan"):
+        cluster.kubectl("create", "deployment", "-n", ns, app, "--image=busybox",
+                        "--replicas=0")
+        _wait(lambda a=app: len(replicasets(a)) == 1, f"{app}'s ReplicaSet")
+    cluster.kubectl("delete", "-n", ns, "deploy", "orphan", "--cascade=orphan")
+    _wait(lambda: not replicasets("orphan")[0]["metadata"].get("ownerReferences"),
+          "the orphaned ReplicaSet released")
+    assert cluster.kubectl("get", "-n", ns, "deploy", "orphan", check=False).returncode == 1
+    cluster.kubectl("delete", "-n", ns, "deploy", "fg", "--cascade=foreground")
+    assert replicasets("fg") == []  # foreground: dependents go before the owner
+    cluster.kubectl("delete", "-n", ns, "deploy", "bg", "--cascade=background")
+    _wait(lambda: replicasets("bg") == [], "background deletion of the ReplicaSet")
 
 
 def test_explain(cluster: Cluster) -> None:
