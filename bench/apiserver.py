@@ -337,6 +337,86 @@ async def bench_watch(url: str, watchers: int, updates: int, figures: dict[str, 
             f"p99 {ms(pct(delays, 0.99))} ms ({len(delays)} deliveries)")
 
 
+async def bench_watch_server_side(watchers: int, updates: int,
+                                  figures: dict[str, Any]) -> None:
+    """The apiserver's own share of a fan-out: the ASGI app in this process with
+    in-memory storage, watchers as ASGI streams (no sockets, no client processes),
+    timed from the PATCH to each watcher's send of the event."""
+    from pilothouse.api.kinds import KindRegistry
+    from pilothouse.loop import freeze_startup_heap, tune_gc
+    from pilothouse.services.apiserver import strategies  # noqa: F401
+    from pilothouse.services.apiserver.registry import Registry
+    from pilothouse.services.apiserver.rest import RestAPI
+    from pilothouse.services.apiserver.strategies.allocators import default_allocators
+    from pilothouse.storage import open_storage
+
+    tune_gc()
+    storage = await open_storage("memory://")
+    registry = Registry(storage, KindRegistry.builtin(), allocators=default_allocators())
+    await registry.start()
+    app = RestAPI(registry)
+    freeze_startup_heap()
+    forever = asyncio.Event()
+
+    async def call(method: str, path: str, query: bytes, send: Any, body: bytes = b"",
+                   ctype: bytes = b"application/json") -> None:
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await forever.wait()
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "method": method, "path": path, "query_string": query,
+                 "headers": [(b"content-type", ctype)]}
+        await app(scope, receive, send)
+
+    async def ignore(message: dict[str, Any]) -> None:
+        del message
+
+    cms = "/api/v1/namespaces/default/configmaps"
+    await call("POST", cms, b"", ignore, json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w"}}).encode())
+    arrivals: list[float] = []
+    started = 0
+
+    async def on_event(message: dict[str, Any]) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started += 1
+        elif b'"MODIFIED"' in message.get("body", b""):
+            arrivals.append(time.perf_counter())
+
+    tasks = [asyncio.create_task(call("GET", cms, b"watch=1&fieldSelector=metadata.name%3Dw",
+                                      on_event)) for _ in range(watchers)]
+    while started < watchers:
+        await asyncio.sleep(0.01)
+    delays: list[float] = []
+    for i in range(updates):
+        arrivals.clear()
+        sent = time.perf_counter()
+        await call("PATCH", f"{cms}/w", b"", ignore,
+                   json.dumps({"data": {"n": str(i)}}).encode(),
+                   b"application/merge-patch+json")
+        while len(arrivals) < watchers:
+            await asyncio.sleep(0.001)
+        delays += [a - sent for a in arrivals]
+    forever.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await registry.stop()
+    await storage.close()
+    figures["watch_fanout_server_side"] = {"watchers": watchers, "updates": updates,
+                                           "p50_ms": ms(pct(delays, 0.5)),
+                                           "p99_ms": ms(pct(delays, 0.99))}
+    say(f"  server side, {watchers} watchers: p50 {ms(pct(delays, 0.5))} ms, "
+        f"p99 {ms(pct(delays, 0.99))} ms")
+
+
 async def run_benches(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"quick": args.quick, "rss_mb_empty": rss_mb(pid)}
     n = 200 if args.quick else 2000
@@ -357,6 +437,7 @@ async def run_benches(url: str, pid: int, args: argparse.Namespace) -> dict[str,
     watchers = 200 if args.quick else 1000
     say(f"[5/5] watch fan-out ({watchers} watchers)")
     await bench_watch(url, watchers, 3 if args.quick else 5, figures)
+    await bench_watch_server_side(watchers, 3 if args.quick else 5, figures)
     return figures
 
 

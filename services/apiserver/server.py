@@ -28,7 +28,7 @@ import uvicorn
 
 from pilothouse.api.kinds import KindRegistry
 from pilothouse.logs import setup_logging
-from pilothouse.loop import run_event_loop
+from pilothouse.loop import freeze_startup_heap, run_event_loop
 from pilothouse.services.apiserver import strategies  # noqa: F401  (registers strategies)
 from pilothouse.services.apiserver.grpc_frontend import GRPCServer
 from pilothouse.services.apiserver.metrics import APIServerMetrics
@@ -118,6 +118,7 @@ class APIServer:
             self.grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
             await self.grpc.set_serving(True)
             log.info("apiserver gRPC listening", extra={"address": self.grpc_address})
+        freeze_startup_heap()
         self.ready = True
         log.info("apiserver listening", extra={"url": self.url})
 
