@@ -318,3 +318,38 @@ def test_scheduling_gates() -> None:
     status = gates.pre_enqueue(PodInfo(make_pod(scheduling_gates=["a", "b"])))
     assert status is not None and status.message() == "waiting for scheduling gates: [a b]"
     assert gates.pre_enqueue(PodInfo(make_pod())) is None
+
+
+@pytest.mark.parametrize("plugin_cls", [Fit, BalancedAllocation])
+def test_remembered_resource_scores_follow_node_changes(plugin_cls: Any) -> None:
+    """Scores remembered per node generation equal a fresh plugin's after pods come and
+    go and the node's capacity changes, for pods of different sizes."""
+    from pilothouse.services.scheduler.cache import Cache
+    from pilothouse.services.scheduler.framework import CycleState, Handle, Snapshot
+
+    cache = Cache()
+    for n in ("a", "b", "c"):
+        cache.add_node(make_node(n, cpu="4", memory="8Gi"))
+    snap = Snapshot()
+    plugin = plugin_cls(None, Handle(snapshot=snap))
+    small, big = PodInfo(make_pod("s", cpu="100m", memory="1Gi")), \
+        PodInfo(make_pod("b", cpu="1", memory="512Mi"))
+
+    def scores(p: Any, pl: Any) -> list[int]:
+        state = CycleState()
+        pl.pre_score(state, p, snap.list())
+        return list(pl.score_nodes(state, p, snap.list()))
+
+    history = []
+    steps = [lambda: cache.add_pod(make_pod("e1", cpu="2", memory="1Gi", node_name="a")),
+             lambda: cache.add_pod(make_pod("e2", cpu="1", memory="6Gi", node_name="b")),
+             lambda: cache.remove_pod("default/e1"),
+             lambda: cache.update_node(None, make_node("c", cpu="2", memory="8Gi"))]
+    for step in [lambda: None, *steps]:
+        step()
+        cache.update_snapshot(snap)
+        for p in (small, big, small):
+            got = scores(p, plugin)
+            assert got == scores(p, plugin_cls(None, Handle(snapshot=snap)))
+            history.append(tuple(got))
+    assert len(set(history)) > 2  # the changes did move the scores

@@ -20,6 +20,7 @@ from pilothouse.services.scheduler.framework import (
 )
 from pilothouse.services.scheduler.plugins.names import NODE_RESOURCES_BALANCED_ALLOCATION
 from pilothouse.services.scheduler.plugins.noderesources.scorers import (
+    ScoreMemo,
     balanced_score,
     node_allocatable_requested,
     parse_resources,
@@ -39,6 +40,7 @@ class BalancedAllocation:
         args = dict(args or {})
         self.resources = parse_resources(args.get("resources"))
         self._fast = [r.name for r in self.resources] == ["cpu", "memory"]
+        self._memo = ScoreMemo()
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("AssignedPod", "Delete"), ClusterEvent("Node", "Add"),
@@ -73,18 +75,26 @@ class BalancedAllocation:
     def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         if not self._fast:
             return [self.score(state, pod, ni) for ni in nodes]
-        pc, pm = state.get(_KEY) or self._pod_requests(pod)
+        reqs = state.get(_KEY) or self._pod_requests(pod)
+        pc, pm = reqs
+        table = self._memo.table(reqs)
         out = []
         for ni in nodes:
+            e = table.get(ni.name)
+            if e is not None and e[0] == ni.generation:
+                out.append(e[1])
+                continue
             ac, am = ni.alloc_cpu, ni.alloc_mem
             if ac and am:
                 fc = (ni.req_cpu + pc) / ac
                 fm = (ni.req_mem + pm) / am
                 fc = fc if fc < 1.0 else 1.0
                 fm = fm if fm < 1.0 else 1.0
-                out.append(int((1 - abs((fc - fm) / 2)) * 100))
+                score = int((1 - abs((fc - fm) / 2)) * 100)
             else:
-                out.append(100)  # one fraction or none: no deviation
+                score = 100  # one fraction or none: no deviation
+            table[ni.name] = (ni.generation, score)
+            out.append(score)
         return out
 
 

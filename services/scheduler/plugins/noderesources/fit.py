@@ -27,6 +27,7 @@ from pilothouse.services.scheduler.framework import (
 )
 from pilothouse.services.scheduler.plugins.names import NODE_RESOURCES_FIT
 from pilothouse.services.scheduler.plugins.noderesources.scorers import (
+    ScoreMemo,
     ScoringStrategy,
     node_allocatable_requested,
     parse_resources,
@@ -130,6 +131,7 @@ class Fit:
         self.strategy = ScoringStrategy(kind, resources, shape)
         self._fast_cpu_mem = (kind in ("LeastAllocated", "MostAllocated") and
                               [r.name for r in resources] == ["cpu", "memory"])
+        self._memo = ScoreMemo()
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("AssignedPod", "Delete"), ClusterEvent("Node", "Add"),
@@ -201,8 +203,13 @@ class Fit:
         pc, pm = reqs
         wc, wm = self.strategy.weights
         least = self.strategy.kind == "LeastAllocated"
+        table = self._memo.table(reqs)
         out = []
         for ni in nodes:
+            e = table.get(ni.name)
+            if e is not None and e[0] == ni.generation:
+                out.append(e[1])
+                continue
             ac, am = ni.alloc_cpu, ni.alloc_mem
             rc, rm = ni.nz_cpu + pc, ni.nz_mem + pm
             total = wsum = 0
@@ -218,7 +225,9 @@ class Fit:
                 else:
                     total += (min(rm, am) * 100 // am) * wm
                 wsum += wm
-            out.append(total // wsum if wsum else 0)
+            score = total // wsum if wsum else 0
+            table[ni.name] = (ni.generation, score)
+            out.append(score)
         return out
 
 

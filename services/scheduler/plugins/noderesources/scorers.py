@@ -16,6 +16,7 @@ from pilothouse.services.scheduler.framework.types import is_scalar_resource
 
 __all__ = [
     "ResourceSpec",
+    "ScoreMemo",
     "ScoringStrategy",
     "balanced_score",
     "broken_linear",
@@ -184,3 +185,27 @@ def parse_shape(raw: Any) -> list[tuple[int, int]]:
                              "order")
         points.append((u, s * (MAX_NODE_SCORE // MAX_CUSTOM_PRIORITY_SCORE)))
     return points
+
+
+class ScoreMemo:
+    """Per-node scores remembered by the NodeInfo's generation, one table per pod
+    request vector. A NodeInfo's generation moves on every change to it (pods,
+    node object) and is unique to that state, so an entry with the node's current
+    generation is the score it would compute; in a cycle only the node the previous
+    pod went to is recomputed."""
+
+    __slots__ = ("tables",)
+
+    MAX_TABLES = 16
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[int, ...], dict[str, tuple[int, int]]] = {}
+
+    def table(self, pod_requests: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+        """node name -> (generation, score) for pods requesting ``pod_requests``."""
+        t = self.tables.get(pod_requests)
+        if t is None:
+            if len(self.tables) >= self.MAX_TABLES:
+                self.tables.clear()
+            t = self.tables[pod_requests] = {}
+        return t
