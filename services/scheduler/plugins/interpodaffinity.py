@@ -112,9 +112,9 @@ class TopologyTally:
             return self.counts
         for name in set(changed):
             self._apply(self.per_node.pop(name, None), -1)
-            ni = snapshot.get(name)
-            if ni is not None:
-                contrib = self.contribute(ni)
+            changed_info = snapshot.get(name)
+            if changed_info is not None:
+                contrib = self.contribute(changed_info)
                 self.per_node[name] = contrib
                 self._apply(contrib, 1)
         return self.counts

@@ -188,9 +188,9 @@ class SpreadCounts:
             return
         for name in set(changed):
             self._apply(self.per_node.pop(name, None), -1)
-            ni = snapshot.get(name)
-            if ni is not None:
-                contrib = self._contribution(ni)
+            changed_info = snapshot.get(name)
+            if changed_info is not None:
+                contrib = self._contribution(changed_info)
                 self.per_node[name] = contrib
                 self._apply(contrib, 1)
 
