@@ -132,12 +132,22 @@ class APIServer:
                                    timeout_graceful_shutdown=2, timeout_keep_alive=120,
                                    http="httptools", loop="none")
         self._server = uvicorn.Server(uv_config)
-        self._serve_task = asyncio.create_task(self._server.serve())
+        server = self._server
+        where = f"{self.config.host}:{self.config.port}"
+
+        async def serve() -> None:
+            # uvicorn calls sys.exit when it cannot bind; a SystemExit escaping a
+            # task would stop the whole event loop, so it becomes an OSError here.
+            try:
+                await server.serve()
+            except SystemExit:
+                raise OSError(f"cannot listen on {where} (address in use?)") from None
+
+        self._serve_task = asyncio.create_task(serve())
         while not self._server.started:
             if self._serve_task.done():
-                with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
-                    self._serve_task.result()
-                raise OSError(f"cannot listen on {self.config.host}:{self.config.port}")
+                self._serve_task.result()  # raises the OSError
+                raise OSError(f"cannot listen on {where}")
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
 

@@ -494,3 +494,16 @@ async def test_history_is_compacted_on_a_schedule(tmp_path: Path) -> None:
                 return False
 
             await wait_for(compacted)
+
+
+async def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = APIServer(APIServerConfig(data_dir=tmp_path / "p", port=port, grpc_port=None))
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await server.start()
+        await server.stop()
