@@ -15,6 +15,8 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add, mul
 from typing import Any
 
 from pilothouse.services.scheduler.framework.cycle_state import CycleState
@@ -409,10 +411,14 @@ class Framework:
             weight = self.score_weights[name]
             if records is not None:
                 records.append(ScoreRecord(name, weight, raw, list(scores)))
+            if len(scores) != len(totals):
+                return Status.as_error(f"plugin {name} returned {len(scores)} scores for "
+                                       f"{len(totals)} nodes", name)
+            # map() with operator functions: the per-node additions run in C.
             if weight == 1:
-                totals = [a + b for a, b in zip(totals, scores, strict=True)]
+                totals = list(map(add, totals, scores))
             else:
-                totals = [a + b * weight for a, b in zip(totals, scores, strict=True)]
+                totals = list(map(add, totals, map(mul, scores, repeat(weight))))
         self.observe("Score", "Success", time.perf_counter() - start)
         return totals
 
