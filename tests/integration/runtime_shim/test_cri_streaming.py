@@ -114,8 +114,12 @@ async def test_exec_with_a_terminal_follows_resize(streaming_shim: Shim) -> None
         await ws.send(b"\x04" + json.dumps({"Width": 101, "Height": 33}).encode())
         await ws.send(b"\x00go\n")
         got = await collect(ws)
-    assert b"33 101" in got[1]
     assert b"isatty" in got[1]
+    if not shim.reference:
+        # containerd 1.6's CRI applies a resize that arrives before the exec'd
+        # process has its terminal asynchronously and may drop it (seen in ~1 of 3
+        # runs): only our backends are held to the size.
+        assert b"33 101" in got[1]
     assert 2 not in got  # a terminal has one output stream
     assert json.loads(got[3])["status"] == "Success"
 
