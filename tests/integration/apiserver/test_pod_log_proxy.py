@@ -10,6 +10,8 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.support import wait_for
+
 PODS = "/api/v1/namespaces/default/pods"
 
 
@@ -42,8 +44,7 @@ async def kubelet() -> AsyncIterator[tuple[StandInKubelet, int]]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
                                            lifespan="off"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: server.started, within=10, what="stand-in kubelet listening")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield app, port
