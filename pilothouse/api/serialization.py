@@ -46,7 +46,11 @@ def encode_protobuf(kind: Kind, msg: Message) -> bytes:
     envelope = runtime_pb2.Unknown()
     envelope.typeMeta.apiVersion = kind.api_version
     envelope.typeMeta.kind = kind.kind
-    envelope.raw = msg.SerializeToString()
+    # Deterministic: map entries (labels, annotations, resources) in key order. The
+    # registry skips a write whose bytes equal the stored ones; with maps in hash
+    # order, an unchanged status update became a write, an event, a resync and
+    # another write — a controller loop that never rests.
+    envelope.raw = msg.SerializeToString(deterministic=True)
     envelope.contentEncoding = ""
     envelope.contentType = ""
     return PROTOBUF_MAGIC + envelope.SerializeToString()

@@ -86,7 +86,9 @@ def stop_cluster(cluster: Cluster) -> int:
         raise AssertionError("pilothouse up did not stop on SIGTERM") from None
 
 
-@pytest.fixture(scope="session")
+# Package scope: the cluster stops when the e2e tests are done, instead of running
+# (and using the cores) through the rest of the session.
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     running = start_cluster(tmp_path_factory.mktemp("cluster"))
     try:

@@ -196,3 +196,23 @@ def test_load_objects_returns_custom_resources_as_dicts() -> None:
         load_manifest(registry, text)
     with pytest.raises(SerializationError, match="metadata: expected object"):
         load_objects(registry, "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: []\n")
+
+
+def test_protobuf_frames_do_not_depend_on_map_insertion_order() -> None:
+    """The registry skips writes whose bytes equal the stored ones; equal objects must
+    encode to equal bytes however their maps were filled (else controllers loop)."""
+    from pilothouse.api.kinds import KindRegistry
+    from pilothouse.api.serialization import encode_protobuf
+    from pilothouse.gen.k8s.apps.v1 import apps_pb2
+
+    kind = KindRegistry.builtin().by_kind("apps/v1", "ReplicaSet")
+    assert kind is not None
+    forward, backward = apps_pb2.ReplicaSet(), apps_pb2.ReplicaSet()
+    keys = [f"key-{i}" for i in range(40)]
+    for key in keys:
+        forward.metadata.labels[key] = "v"
+        forward.spec.selector.matchLabels[key] = "v"
+    for key in reversed(keys):
+        backward.metadata.labels[key] = "v"
+        backward.spec.selector.matchLabels[key] = "v"
+    assert encode_protobuf(kind, forward) == encode_protobuf(kind, backward)
