@@ -36,6 +36,7 @@ from pilothouse.runtime_shim.images import oci
 from pilothouse.runtime_shim.images.store import ImageStore
 from pilothouse.runtime_shim.process.backend import ProcessBackend
 from pilothouse.runtime_shim.server import start_server
+from tests.support import wait_for
 
 BUSYBOX = oci.BUSYBOX_TAG
 
@@ -200,13 +201,6 @@ class Shim:
                     cri.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
-
 
 def _free_cidr() -> str:
     used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True,
@@ -285,7 +279,7 @@ async def _start_containerd(shim: Shim) -> None:
             return False
         return True
 
-    await eventually(serving, within=30)
+    await wait_for(serving, within=30)
 
 
 async def _stop_containerd(shim: Shim) -> None:

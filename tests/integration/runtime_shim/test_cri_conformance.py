@@ -13,8 +13,9 @@ import pytest
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.runtime_shim import logs
 from pilothouse.runtime_shim.images import oci
+from tests.support import wait_for
 
-from .conftest import BUSYBOX, Shim, eventually
+from .conftest import BUSYBOX, Shim
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,7 @@ async def test_two_pods_reach_each_other(shim: Shim) -> None:
         out = await shim.exec(client, "sh", "-c", f"nc -w 1 {b_ip} 8080 </dev/null")
         return out.stdout == b"pong\n"
 
-    await eventually(answered)
+    await wait_for(answered)
 
 
 async def test_container_exit_codes(shim: Shim) -> None:
@@ -144,13 +145,13 @@ async def test_reopen_container_log(shim: Shim) -> None:
     async def logged(text: bytes) -> bool:
         return log_path.exists() and text in log_path.read_bytes()
 
-    await eventually(lambda: logged(b"before"))
+    await wait_for(lambda: logged(b"before"))
     rotated = log_path.with_suffix(".1")
     log_path.rename(rotated)
     await shim.runtime.ReopenContainerLog(cri.ReopenContainerLogRequest(container_id=cid))
     assert log_path.exists()
     marker.touch()
-    await eventually(lambda: logged(b"after"))
+    await wait_for(lambda: logged(b"after"))
     assert b"before" in rotated.read_bytes() and b"after" not in rotated.read_bytes()
 
 
@@ -260,7 +261,7 @@ async def test_stats_from_cgroups(shim: Shim) -> None:
             cri.ContainerStatsRequest(container_id=cid))).stats
         return stats.cpu.usage_core_nano_seconds.value > 0
 
-    await eventually(busy)
+    await wait_for(busy)
     stats = (await shim.runtime.ContainerStats(cri.ContainerStatsRequest(container_id=cid))).stats
     assert stats.attributes.id == cid
     assert stats.memory.working_set_bytes.value > 0
@@ -299,7 +300,7 @@ async def test_container_events(shim: Shim) -> None:
         probes.append(await shim.create(sb, f"probe-{len(probes)}", ["true"]))
         return False
 
-    await eventually(subscribed)
+    await wait_for(subscribed)
     cid = await shim.run(sb, "c", ["sh", "-c", "exit 0"])
     await shim.wait_exited(cid)
     await shim.runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=cid))
@@ -309,7 +310,7 @@ async def test_container_events(shim: Shim) -> None:
             cri.CONTAINER_CREATED_EVENT, cri.CONTAINER_STARTED_EVENT,
             cri.CONTAINER_STOPPED_EVENT, cri.CONTAINER_DELETED_EVENT]
 
-    await eventually(all_seen)
+    await wait_for(all_seen)
     stream.cancel()
     task.cancel()
 
@@ -339,7 +340,7 @@ async def test_a_container_that_exits_while_the_shim_is_down(shim: Shim) -> None
                          mounts=[cri.Mount(container_path="/signal", host_path=str(signal_dir))])
     await shim.stop_fn(shim)
     (signal_dir / "go").touch()
-    await eventually(lambda: _exists(signal_dir / "done"))
+    await wait_for(lambda: _exists(signal_dir / "done"))
     await shim.start_fn(shim)
     status = await shim.wait_exited(cid)
     assert status.exit_code == 5

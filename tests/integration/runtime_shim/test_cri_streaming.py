@@ -16,8 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+from tests.support import wait_for
 
-from .conftest import Shim, eventually
+from .conftest import Shim
 
 pytestmark = pytest.mark.slow
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
@@ -137,7 +138,7 @@ async def test_attach_streams_what_the_container_writes(streaming_shim: Shim) ->
     async def logged() -> bool:
         return log_path.exists() and b"before" in log_path.read_bytes()
 
-    await eventually(logged)
+    await wait_for(logged)
     resp = await shim.runtime.Attach(cri.AttachRequest(container_id=cid, stdout=True,
                                                        stderr=True))
     async with connect(ws_url(resp.url), subprotocols=[V4]) as ws:  # type: ignore[list-item]
@@ -209,7 +210,7 @@ async def test_port_forward_reaches_a_port_inside_the_pod(streaming_shim: Shim) 
             answers.append(data)
             return True
 
-    await eventually(forwarded, within=30)
+    await wait_for(forwarded, within=30)
     assert answers[-1] == b"pong\n"
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -13,6 +12,7 @@ from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
 from pilothouse.runtime_shim.fake import FakeBackend
 from pilothouse.runtime_shim.server import snake, start_server
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -25,15 +25,6 @@ async def fake(tmp_path: Path) -> AsyncIterator[tuple[FakeBackend, grpc.aio.Chan
     await channel.close()
     await server.stop(None)
     await backend.close()
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll ``condition`` until it holds or the deadline passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.001)
 
 
 def sandbox_config(name: str = "web") -> cri.PodSandboxConfig:
@@ -137,7 +128,7 @@ async def test_container_events_stream(fake: tuple[FakeBackend, grpc.aio.Channel
     sid = (await stub.RunPodSandbox(
         cri.RunPodSandboxRequest(config=sandbox_config()))).pod_sandbox_id
 
-    await eventually(lambda: backend.events.subscribers == 1)
+    await wait_for(lambda: backend.events.subscribers == 1, within=5)
     cid = (await stub.CreateContainer(cri.CreateContainerRequest(
         pod_sandbox_id=sid, config=cri.ContainerConfig(
             metadata=cri.ContainerMetadata(name="c"),
