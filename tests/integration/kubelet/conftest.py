@@ -1,6 +1,11 @@
-"""A real apiserver, our CRI shim (process backend, as root with network namespaces) and a
-kubelet, all in-process; every sandbox, process, namespace, bridge and cgroup made is
-removed afterwards."""
+"""A real apiserver, a CRI runtime and a kubelet, all in-process; every sandbox, process,
+namespace, bridge, mount and cgroup made is removed afterwards.
+
+The ``node`` fixture runs each test against three CRI runtimes (the kubelet talks to any
+CRI endpoint): ``process`` (our shim's process backend, as root with network namespaces),
+``containerd`` (our shim's containerd backend over a private containerd) and
+``containerd_cri`` (containerd's own CRI plugin). Tests that are about one runtime ask for
+``process_node``."""
 
 from __future__ import annotations
 
@@ -30,17 +35,37 @@ from pilothouse.runtime_shim.server import start_server
 from pilothouse.services.apiserver.server import APIServer, APIServerConfig
 from pilothouse.services.kubelet.config import KubeletConfig
 from pilothouse.services.kubelet.kubelet import Kubelet
-from tests.integration.runtime_shim.conftest import _free_cidr, _remove_cgroups, kill_leftovers
+from tests.containerd_support import (
+    containerd_backend_shim,
+    containerd_cri,
+    free_cidr,
+    remove_all_sandboxes,
+    remove_cgroups,
+)
+from tests.integration.runtime_shim.conftest import kill_leftovers
 from tests.support import wait_for
 
 NODE = "node-1"
 
 
 
+BACKENDS = ["process", "containerd", "containerd_cri"]
+# The runtime name each backend reports (Node nodeInfo, containerStatuses[].containerID).
+RUNTIME_NAMES = {"process": "pilothouse-process", "containerd": "pilothouse-containerd",
+                 "containerd_cri": "containerd"}
+
+
 @pytest.fixture(scope="session")
 def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("images") / "busybox.tar"
     oci.write_oci_layout(out, [oci.build_busybox()])
+    return out
+
+
+@pytest.fixture(scope="session")
+def pause_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("images") / "pause.tar"
+    oci.write_oci_layout(out, [oci.build_pause()])
     return out
 
 
@@ -57,7 +82,7 @@ class Node:
 
     api: APIServer
     client: Client
-    shim_root: Path
+    backend: str  # one of BACKENDS
     socket: str
     kubelet_root: Path
     state: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +117,10 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
+
+    @property
+    def runtime_name(self) -> str:
+        return RUNTIME_NAMES[self.backend]
 
     @property
     def kubelet_url(self) -> str:
@@ -164,36 +193,67 @@ def busybox_pod(name: str, script: str, **kw: Any) -> core_pb2.Pod:
     return pod
 
 
-@pytest.fixture
-async def node(tmp_path: Path, short_dir: Path, busybox_archive: Path) -> AsyncIterator[Node]:
-    api = APIServer(APIServerConfig(data_dir=tmp_path / "api", port=0, grpc_port=0))
-    await api.start()
-    shim_root = tmp_path / "shim"
-    ImageStore(shim_root / "images").import_archive(busybox_archive)
+@contextlib.asynccontextmanager
+async def _process_runtime(root: Path, short_dir: Path,
+                           busybox_archive: Path) -> AsyncIterator[str]:
+    ImageStore(root / "images").import_archive(busybox_archive)
     tag = secrets.token_hex(3)
     bridge, cgroup_parent = f"phk{tag}", f"/pilothouse-kl-{tag}"
-    backend = ProcessBackend(root=shim_root, bridge=bridge, pod_cidr=_free_cidr(),
+    backend = ProcessBackend(root=root, bridge=bridge, pod_cidr=free_cidr(),
                              cgroup_parent=cgroup_parent)
     socket = f"unix://{short_dir}/cri.sock"
     server = await start_server(backend, socket)
-    client = connect(f"grpc://{api.grpc_address}")
-    (tmp_path / "manifests").mkdir()
-    n = Node(api, client, shim_root, socket, tmp_path / "kubelet")
     try:
-        yield n
+        yield socket
     finally:
-        await n.stop_kubelet()
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async with grpc.aio.insecure_channel(socket) as ch:
-                stub = cri_grpc.RuntimeServiceStub(ch)
-                for sb in (await stub.ListPodSandbox(cri.ListPodSandboxRequest())).items:
-                    with contextlib.suppress(grpc.aio.AioRpcError):
-                        await stub.RemovePodSandbox(
-                            cri.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
+        await remove_all_sandboxes(socket)
         await server.stop(None)
         await backend.close()
-        kill_leftovers(shim_root)
+        kill_leftovers(root)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-        _remove_cgroups(cgroup_parent)
+        remove_cgroups(cgroup_parent)
+
+
+@contextlib.asynccontextmanager
+async def _node(backend: str, tmp_path: Path, short_dir: Path, busybox_archive: Path,
+                pause_archive: Path) -> AsyncIterator[Node]:
+    api = APIServer(APIServerConfig(data_dir=tmp_path / "api", port=0, grpc_port=0))
+    await api.start()
+    client = connect(f"grpc://{api.grpc_address}")
+    (tmp_path / "manifests").mkdir()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if backend == "process":
+                socket = await stack.enter_async_context(
+                    _process_runtime(tmp_path / "shim", short_dir, busybox_archive))
+            elif backend == "containerd":
+                socket = (await stack.enter_async_context(
+                    containerd_backend_shim(short_dir, [busybox_archive]))).socket
+            else:
+                socket = (await stack.enter_async_context(
+                    containerd_cri(short_dir / "ctd", [busybox_archive, pause_archive]))).socket
+            n = Node(api, client, backend, socket, tmp_path / "kubelet")
+            try:
+                yield n
+            finally:
+                await n.stop_kubelet()
+    finally:
         await client.close()
         await api.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+async def node(request: pytest.FixtureRequest, tmp_path: Path, short_dir: Path,
+               busybox_archive: Path, pause_archive: Path) -> AsyncIterator[Node]:
+    """The kubelet's world, once per CRI runtime."""
+    async with _node(request.param, tmp_path, short_dir, busybox_archive,
+                     pause_archive) as n:
+        yield n
+
+
+@pytest.fixture
+async def process_node(tmp_path: Path, short_dir: Path, busybox_archive: Path,
+                       pause_archive: Path) -> AsyncIterator[Node]:
+    """The kubelet's world on the process backend only (tests not about the runtime)."""
+    async with _node("process", tmp_path, short_dir, busybox_archive, pause_archive) as n:
+        yield n

@@ -1,4 +1,8 @@
-"""The kubelet with a real apiserver and our CRI shim's process backend."""
+"""The kubelet with a real apiserver and a real CRI runtime.
+
+Tests taking ``node`` run once per runtime (our shim's process and containerd
+backends, containerd's own CRI); those taking ``process_node`` are not about the
+runtime and run on the process backend only."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ async def test_node_registers_with_capacity_lease_and_ready(node: Node) -> None:
     assert n.metadata.labels["kubernetes.io/os"] == "linux"
     assert n.status.daemonEndpoints.kubeletEndpoint.Port == kubelet.server.port
     assert {a.type for a in n.status.addresses} == {"InternalIP", "Hostname"}
-    assert n.status.nodeInfo.containerRuntimeVersion.startswith("pilothouse-process://")
+    assert n.status.nodeInfo.containerRuntimeVersion.startswith(f"{node.runtime_name}://")
     ready = {c.type: c.status for c in n.status.conditions}
     assert ready == {"Ready": "True", "MemoryPressure": "False", "DiskPressure": "False",
                      "PIDPressure": "False"}
@@ -58,7 +62,7 @@ async def test_busybox_pod_runs_and_its_log_holds_its_output(node: Node) -> None
                                                       "ContainersReady", "Ready",
                                                       "PodReadyToStartContainers"}
     cs = pod.status.containerStatuses[0]
-    assert cs.ready and cs.started and cs.containerID.startswith("pilothouse-process://")
+    assert cs.ready and cs.started and cs.containerID.startswith(f"{node.runtime_name}://")
     assert cs.imageID
     text = ""
     for _ in range(100):
@@ -142,7 +146,8 @@ async def test_failing_liveness_probe_restarts_the_container(node: Node) -> None
     assert killing and "failed liveness probe" in killing[0].message
 
 
-async def test_readiness_probe_gates_ready(node: Node) -> None:
+async def test_readiness_probe_gates_ready(process_node: Node) -> None:
+    node = process_node
     await node.start_kubelet()
     pod = busybox_pod("ready", "sleep 2; touch /tmp/ready; sleep 3600")
     probe = pod.spec.containers[0].readinessProbe
@@ -276,7 +281,8 @@ async def test_kubelet_restart_leaves_pods_running(node: Node) -> None:
     assert len(await node.containers()) == 1
 
 
-async def test_unknown_image_is_err_image_pull(node: Node) -> None:
+async def test_unknown_image_is_err_image_pull(process_node: Node) -> None:
+    node = process_node
     await node.start_kubelet()
     pod = busybox_pod("nopull", "true")
     pod.spec.containers[0].image = "example.invalid/nothing:1"
@@ -289,7 +295,8 @@ async def test_unknown_image_is_err_image_pull(node: Node) -> None:
     assert pod.status.phase == "Pending"
 
 
-async def test_static_pod_runs_with_a_mirror_pod(node: Node) -> None:
+async def test_static_pod_runs_with_a_mirror_pod(process_node: Node) -> None:
+    node = process_node
     manifest = node.kubelet_root.parent / "manifests" / "static.yaml"
     manifest.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\nspec:\n  containers:\n"
