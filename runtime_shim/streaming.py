@@ -23,7 +23,18 @@ channel ``2i`` and error channel ``2i+1``; the server's first message on each
 is the port as a little-endian uint16. Each forwarded port is one TCP
 connection made from inside the sandbox's network namespace.
 
-SPDY is not served (clients fall back to it only when WebSockets fail).
+SPDY tunneled in a WebSocket (``SPDY/3.1+portforward.k8s.io``, what kubectl 1.32's
+``port-forward`` asks for): the binary messages are a SPDY/3.1 byte stream
+(``spdy.py``) in which the client opens, per forwarded connection, an error stream
+and a data stream with the headers ``streamType: error|data``, ``port: N`` and
+``requestID: K``; the ports come from those headers, not from the URL. As the
+kubelet does: a stream with a missing or bad ``port``/``streamType`` is reset;
+once both streams of a request are there, the data stream is copied to and from
+a TCP connection to ``localhost:N`` made inside the sandbox's network namespace,
+and a failure is written as text to the error stream; both streams are then
+finished. The client's FIN on the data stream half-closes the TCP connection;
+the pod's end-of-file finishes the data stream. Plain SPDY upgrades (no
+WebSocket) are not served: clients fall back to them only when WebSockets fail.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -49,6 +60,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+from pilothouse.runtime_shim import spdy
 from pilothouse.runtime_shim.errors import CRIError
 
 log = logging.getLogger(__name__)
@@ -59,7 +71,9 @@ TOKEN_TTL = 60.0
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 V4_BASE64, V1, V1_BASE64 = "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"
 PORT_FORWARD = "portforward.k8s.io"
-SUBPROTOCOLS = [V5, V4, V4_BASE64, V1, V1_BASE64, PORT_FORWARD]
+SPDY_PORT_FORWARD = "SPDY/3.1+portforward.k8s.io"
+SUBPROTOCOLS = [V5, V4, V4_BASE64, V1, V1_BASE64, PORT_FORWARD, SPDY_PORT_FORWARD]
+STREAM_CREATION_TIMEOUT = 30.0  # the kubelet's default: both streams of a request by then
 
 
 class Streams:
@@ -146,11 +160,13 @@ class _Pending:
 
 
 class StreamingServer:
-    def __init__(self, backend: StreamingBackend, address: str = "127.0.0.1:0") -> None:
+    def __init__(self, backend: StreamingBackend, address: str = "127.0.0.1:0", *,
+                 stream_creation_timeout: float = STREAM_CREATION_TIMEOUT) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"streaming address must be HOST:PORT, got {address!r}")
         self.backend = backend
+        self.stream_creation_timeout = stream_creation_timeout
         self.host = host
         self.port = int(port)
         self._pending: dict[str, _Pending] = {}
@@ -198,7 +214,19 @@ class StreamingServer:
             return
         conn = Channels(ws)
         try:
-            if kind == "portforward":
+            if ws.subprotocol == SPDY_PORT_FORWARD:
+                if kind != "portforward":
+                    await ws.close(1002, f"{SPDY_PORT_FORWARD} is only served for port "
+                                   f"forwarding")
+                    return
+                try:
+                    await SpdyPortForward(ws, pending.request, self.backend,
+                                          self.stream_creation_timeout).run()
+                except CRIError as err:
+                    await ws.close(1011, err.message[:120])
+                except Exception:  # a bug: this connection ends, the server keeps serving
+                    log.exception("SPDY port forward failed")
+            elif kind == "portforward":
                 ports = [int(p) for p in parse_qs(url.query).get("port", [])]
                 await self._port_forward(conn, pending.request, ports)
             else:
@@ -289,6 +317,189 @@ class StreamingServer:
         with contextlib.suppress(ConnectionClosed, ConnectionError):
             while data := await reader.read(65536):
                 await conn.send(channel, data)
+
+
+class _StreamPair:
+    """The error and data streams of one forwarded connection (one requestID)."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.error: spdy.SpdyStream | None = None
+        self.data: spdy.SpdyStream | None = None
+        self.complete = asyncio.Event()
+
+
+class SpdyPortForward:
+    """Kubernetes' ``portforward.k8s.io`` over SPDY/3.1 tunneled in one WebSocket."""
+
+    def __init__(self, ws: ServerConnection, request: cri.PortForwardRequest,
+                 backend: StreamingBackend, stream_creation_timeout: float) -> None:
+        self.ws = ws
+        self.request = request
+        self.backend = backend
+        self.timeout = stream_creation_timeout
+        self.netns = ""
+        self.pairs: dict[str, _StreamPair] = {}
+        self.session = spdy.SpdySession(self._send, server=True, on_stream=self._on_stream)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self.ws.send(data)
+        except ConnectionClosed as err:
+            raise ConnectionResetError(f"the WebSocket closed: {err}") from err
+
+    async def run(self) -> None:
+        self.netns = await self.backend.port_forward_netns(self.request.pod_sandbox_id)
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            try:
+                async for message in self.ws:
+                    if isinstance(message, str):
+                        raise spdy.SpdyProtocolError("a text message in a SPDY tunnel (only "
+                                                     "binary messages carry SPDY)")
+                    await self.session.receive(message)
+            except spdy.SpdyProtocolError as err:
+                log.warning("port forward to sandbox %s: bad SPDY from the client: %s",
+                            self.request.pod_sandbox_id, err)
+                await self.session.go_away(spdy.GOAWAY_PROTOCOL_ERROR)
+                await self.ws.close(1002, f"SPDY protocol error: {err}"[:120])
+            except ConnectionClosed:
+                pass
+            finally:
+                self.session.connection_lost()
+                for task in self._tasks:
+                    task.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_stream(self, stream: spdy.SpdyStream) -> None:
+        port_text = stream.headers.get("port", "")
+        stream_type = stream.headers.get("streamtype", "")
+        problem = ""
+        if not port_text:
+            problem = '"port" header is required'
+        elif not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            problem = f"unable to parse {port_text!r} as a port"
+        elif not stream_type:
+            problem = '"streamType" header is required'
+        elif stream_type not in ("error", "data"):
+            problem = f"invalid stream type {stream_type!r}"
+        if problem:
+            log.info("port forward: stream %d rejected: %s", stream.id, problem)
+            await stream.reset()
+            return
+        await stream.accept()
+        request_id = stream.headers.get("requestid", "")
+        if not request_id:  # clients older than requestID: pair by consecutive stream ids
+            request_id = str(stream.id if stream_type == "error" else stream.id - 2)
+        pair = self.pairs.get(request_id)
+        if pair is None:
+            pair = self.pairs[request_id] = _StreamPair(request_id)
+            self._spawn(self._await_pair(pair))
+        if getattr(pair, stream_type) is not None:
+            message = f"error processing stream for request {request_id}: {stream_type} " \
+                      f"stream already assigned"
+            await self._report(pair, message)
+            await stream.reset()
+            return
+        setattr(pair, stream_type, stream)
+        if pair.error is not None and pair.data is not None:
+            pair.complete.set()
+
+    async def _await_pair(self, pair: _StreamPair) -> None:
+        try:
+            await asyncio.wait_for(pair.complete.wait(), self.timeout)
+        except TimeoutError:
+            await self._report(pair, f"(request={pair.request_id}) timed out waiting for "
+                               f"streams")
+            for stream in (pair.error, pair.data):
+                if stream is not None:
+                    await stream.close()
+            return
+        finally:
+            self.pairs.pop(pair.request_id, None)
+        await self._forward(pair)
+
+    @staticmethod
+    async def _report(pair: _StreamPair, message: str) -> None:
+        if pair.error is not None:
+            with contextlib.suppress(spdy.StreamClosedError):
+                await pair.error.write(message.encode())
+
+    async def _forward(self, pair: _StreamPair) -> None:
+        assert pair.data is not None and pair.error is not None
+        data, port = pair.data, int(pair.data.headers["port"])
+        try:
+            try:
+                reader, writer = await connect_in_netns(self.netns, port)
+            except OSError as err:
+                await self._report(pair, self._failure(port, f"failed to connect to "
+                                   f"localhost:{port} inside the pod's network namespace: "
+                                   f"{err.strerror or err}"))
+                return
+            try:
+                error = await self._copy(data, reader, writer)
+            finally:
+                writer.close()
+            if error:
+                await self._report(pair, self._failure(port, error))
+        finally:
+            await data.close()
+            await pair.error.close()
+
+    def _failure(self, port: int, reason: str) -> str:
+        # the kubelet's words; its CRI streaming server names the pod by its sandbox id
+        return f"error forwarding port {port} to pod {self.request.pod_sandbox_id}, uid : " \
+               f"{reason}"
+
+    @staticmethod
+    async def _copy(stream: spdy.SpdyStream, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> str:
+        """Copy both ways until both ends finish; an I/O error's text, or ""."""
+
+        async def to_pod() -> str:
+            try:
+                while chunk := await stream.read():
+                    writer.write(chunk)
+                    await writer.drain()
+                if stream.reset_status is None and writer.can_write_eof():
+                    writer.write_eof()  # the client finished sending: so does the pod's peer
+            except OSError as err:
+                return f"writing to the pod: {err.strerror or err}"
+            return ""
+
+        async def from_pod() -> str:
+            try:
+                while chunk := await reader.read(65536):
+                    await stream.write(chunk)
+            except OSError as err:
+                return f"reading from the pod: {err.strerror or err}"
+            except spdy.StreamClosedError:
+                return ""  # the client reset or left: nothing to tell it
+            await stream.close()
+            return ""
+
+        up = asyncio.ensure_future(to_pod())
+        down = asyncio.ensure_future(from_pod())
+        ended = asyncio.ensure_future(stream.wait_ended())
+        try:
+            first = await up
+            if stream.reset_status is None and not first:
+                # half-closed: the pod may still answer, until it finishes or the client resets
+                await asyncio.wait({down, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if down.done():
+                    return down.result()
+            return first  # a reset, a lost connection or a dead pod socket ends both ways
+        finally:
+            for task in (up, down, ended):
+                task.cancel()
+            await asyncio.gather(up, down, ended, return_exceptions=True)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
