@@ -51,7 +51,7 @@ def log_container(pod: Any, requested: str) -> str:
     """The container whose log is asked for, with Kubernetes' messages when unclear."""
     names = [c.name for c in pod.spec.containers]
     every = names + [c.name for c in pod.spec.initContainers] + \
-        [c.name for c in pod.spec.ephemeralContainers]
+        [c.ephemeralContainerCommon.name for c in pod.spec.ephemeralContainers]
     name = pod.metadata.name
     if requested:
         if requested not in every:

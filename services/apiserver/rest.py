@@ -42,7 +42,7 @@ from pilothouse.api.serialization import (
     object_to_dict,
 )
 from pilothouse.gen.k8s.meta.v1 import meta_pb2
-from pilothouse.services.apiserver import discovery, errors, operations, proxy, tables
+from pilothouse.services.apiserver import discovery, errors, operations, proxy, streaming, tables
 from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.openapi import OpenAPIDocuments
@@ -74,6 +74,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     receive: Receive
+    raw_query: bytes = b""  # for parameters given more than once (pods/exec command=)
 
     async def body(self) -> bytes:
         declared = self.headers.get("content-length")
@@ -134,6 +135,7 @@ class RestAPI:
         self.server_address = server_address
         self.is_ready = is_ready
         self.openapi = OpenAPIDocuments()
+        self.streaming = streaming.StreamingProxy(registry, metrics=self.metrics)
 
     # -- ASGI ------------------------------------------------------------------
 
@@ -141,13 +143,17 @@ class RestAPI:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":  # pods/exec, attach, portforward (streaming.py)
+            await self.streaming.websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                keep_blank_values=True))
-        request = Request(scope["method"], scope["path"], query, headers, receive)
+        request = Request(scope["method"], scope["path"], query, headers, receive,
+                          scope.get("query_string", b""))
         started = time.perf_counter()
         labels: dict[str, str] = {"verb": request.method, "group": "", "version": "",
                                   "resource": "", "subresource": "", "scope": "",
@@ -336,6 +342,11 @@ class RestAPI:
                 raise errors.method_not_supported("pods/log", method)
             await self._pod_log(request, t, store, send)
             return None
+        if t.subresource in streaming.SUBRESOURCES and t.kind.plural == "pods" and \
+                not t.kind.group and t.namespace:
+            labels["verb"] = "CONNECT"  # not an upgrade: checked, then refused (streaming.py)
+            raise await self.streaming.http(t.namespace, t.name, t.subresource,
+                                            request.raw_query)
         if t.subresource:
             return await self._subresource(request, t, store, labels)
         if not t.name:

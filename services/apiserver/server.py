@@ -36,6 +36,7 @@ from pilothouse.services.apiserver.registry import Registry
 from pilothouse.services.apiserver.rest import RestAPI
 from pilothouse.services.apiserver.strategies.allocators import default_allocators
 from pilothouse.services.apiserver.strategies.services import held_values
+from pilothouse.services.apiserver.streaming import PassThroughWebSocketProtocol
 from pilothouse.storage import CompactionPolicy, Compactor, open_storage
 from pilothouse.storage.interface import Storage, StorageError
 
@@ -130,7 +131,9 @@ class APIServer:
         uv_config = uvicorn.Config(self.app, host=self.config.host, port=self.config.port,
                                    log_config=None, access_log=False, lifespan="off",
                                    timeout_graceful_shutdown=2, timeout_keep_alive=120,
-                                   http="httptools", loop="none")
+                                   http="httptools", loop="none",
+                                   # pods/exec & co. (streaming.py): any subprotocol
+                                   ws=PassThroughWebSocketProtocol, ws_per_message_deflate=False)
         self._server = uvicorn.Server(uv_config)
         server = self._server
         where = f"{self.config.host}:{self.config.port}"

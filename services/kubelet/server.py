@@ -12,7 +12,8 @@ Routes (Kubernetes' paths):
 - ``GET /stats/summary`` — node and pod CPU/memory (the Summary API's JSON shape);
 - ``GET /metrics`` — the kubelet's Prometheus metrics; ``GET /metrics/resource`` —
   node/pod/container CPU and memory in Prometheus text;
-- ``/exec``, ``/attach``, ``/portForward`` — 501 until the runtime serves streaming.
+- ``/exec``, ``/attach``, ``/portForward`` — WebSocket upgrades relayed to the runtime's
+  streaming server (``streaming.py``).
 
 Errors are plain-text answers with the status Kubernetes gives (404 for an
 unknown pod or container, 400 for a bad query), never a traceback.
@@ -41,6 +42,11 @@ from pilothouse.services.kubelet import logs as logslib
 from pilothouse.services.kubelet.metrics import KubeletMetrics
 from pilothouse.services.kubelet.podstatus import ContainerRecord, RuntimePod
 from pilothouse.services.kubelet.runtime import RuntimeClient, RuntimeError_
+from pilothouse.services.kubelet.streaming import KINDS as STREAMING_KINDS
+from pilothouse.services.kubelet.streaming import (
+    PassThroughWebSocketProtocol,
+    StreamingEndpoints,
+)
 
 log = logging.getLogger("pilothouse.kubelet.server")
 
@@ -117,6 +123,7 @@ def log_options(query: dict[str, list[str]], now_ns: int) -> logslib.LogOptions:
 class KubeletServer:
     def __init__(self, kubelet: KubeletView) -> None:
         self.kubelet = kubelet
+        self.streaming = StreamingEndpoints(kubelet)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
@@ -126,7 +133,8 @@ class KubeletServer:
     async def start(self, host: str, port: int) -> int:
         config = uvicorn.Config(self, host=host, port=port, log_config=None, access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=1, loop="none",
-                                http="h11")
+                                http="h11", ws=PassThroughWebSocketProtocol,
+                                ws_per_message_deflate=False)
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(), name="kubelet-http")
         while not self._server.started:
@@ -148,9 +156,15 @@ class KubeletServer:
     # -- ASGI -------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.streaming.websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         path = unquote(scope["path"])
+        if path.lstrip("/").split("/", 1)[0] in STREAMING_KINDS:
+            await self.streaming.http(path, scope.get("query_string", b""), send)
+            return
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         method = scope["method"]
         try:
@@ -194,9 +208,6 @@ class KubeletServer:
                 raise HTTPError(400, "expected /run/{namespace}/{pod}/{container}")
             await self.run_command(parts[1], parts[2], parts[-1], query, send)
             return
-        if parts and parts[0] in ("exec", "attach", "portForward"):
-            raise HTTPError(501, f"{parts[0]} needs a streaming runtime; the runtime answers "
-                                 "UNIMPLEMENTED for streaming (use /run for a command)")
         raise HTTPError(404, f"{path}: not found")
 
     # -- containers --------------------------------------------------------------------------
