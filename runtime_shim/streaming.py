@@ -72,7 +72,11 @@ V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 V4_BASE64, V1, V1_BASE64 = "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"
 PORT_FORWARD = "portforward.k8s.io"
 SPDY_PORT_FORWARD = "SPDY/3.1+portforward.k8s.io"
-SUBPROTOCOLS = [V5, V4, V4_BASE64, V1, V1_BASE64, PORT_FORWARD, SPDY_PORT_FORWARD]
+# "/" is not allowed in an HTTP token, so the websockets library refuses the name
+# Kubernetes uses; the handshake renames it to this token on the way in and back
+# on the way out (see _check_path and _restore_subprotocol).
+_SPDY_TOKEN = "spdy-3.1.portforward.k8s.io"
+SUBPROTOCOLS = [V5, V4, V4_BASE64, V1, V1_BASE64, PORT_FORWARD, _SPDY_TOKEN]
 STREAM_CREATION_TIMEOUT = 30.0  # the kubelet's default: both streams of a request by then
 
 
@@ -175,8 +179,9 @@ class StreamingServer:
     async def start(self) -> None:
         self._server = await serve(self._handle, self.host, self.port,
                                    subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
-                                   process_request=self._check_path, max_size=16 << 20,
-                                   compression=None)
+                                   process_request=self._check_path,
+                                   process_response=self._restore_subprotocol,
+                                   max_size=16 << 20, compression=None)
         self.port = self._server.sockets[0].getsockname()[1] if self.port == 0 else self.port
 
     async def close(self) -> None:
@@ -203,6 +208,19 @@ class StreamingServer:
         if len(parts) != 2 or parts[0] not in ("exec", "attach", "portforward") or \
                 parts[1] not in self._pending:
             return conn.respond(404, "unknown or expired streaming URL\n")
+        offered = request.headers.get_all("Sec-WebSocket-Protocol")
+        if any(SPDY_PORT_FORWARD in value for value in offered):
+            del request.headers["Sec-WebSocket-Protocol"]
+            for value in offered:
+                request.headers["Sec-WebSocket-Protocol"] = value.replace(SPDY_PORT_FORWARD,
+                                                                          _SPDY_TOKEN)
+        return None
+
+    @staticmethod
+    def _restore_subprotocol(conn: ServerConnection, request: Any, response: Any) -> Any:
+        if response.headers.get("Sec-WebSocket-Protocol") == _SPDY_TOKEN:
+            del response.headers["Sec-WebSocket-Protocol"]
+            response.headers["Sec-WebSocket-Protocol"] = SPDY_PORT_FORWARD
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -214,7 +232,7 @@ class StreamingServer:
             return
         conn = Channels(ws)
         try:
-            if ws.subprotocol == SPDY_PORT_FORWARD:
+            if ws.subprotocol == _SPDY_TOKEN:
                 if kind != "portforward":
                     await ws.close(1002, f"{SPDY_PORT_FORWARD} is only served for port "
                                    f"forwarding")
