@@ -87,6 +87,11 @@ class JobController(Controller):
         self.expectations = Expectations(ctx.clock.monotonic)
         # Per Job uid: (failures counted, when that count last grew) for back-off.
         self._failures: dict[str, tuple[int, datetime]] = {}
+        # Per Job key: the resourceVersion of the last status this controller wrote. A
+        # cached Job older than that is stale: it may not yet count pods whose tracking
+        # finalizer we already removed, and acting on it would create pods too many. The
+        # informer's event for our write brings the key back.
+        self._written: dict[str, int] = {}
         self.jobs.add_event_handler(
             on_add=self._enqueue_job,
             on_update=lambda old, new: self._enqueue_job(new),
@@ -127,10 +132,13 @@ class JobController(Controller):
         job = self.jobs.get(name, namespace)
         if job is None:
             self.expectations.forget(key)
+            self._written.pop(key, None)
             await self._release_pods_of_gone_job(namespace, name)
             return
         if job.spec.managedBy and job.spec.managedBy != CONTROLLER_NAME:
             return  # another controller owns this Job
+        if _revision(job) < self._written.get(key, 0):
+            return  # our own newer status is on its way to the cache
         pods = [p for p in self.pods.list(namespace) if is_owned_by(p, job)]
         job = await self._track_finished_pods(job, pods)
         if is_finished(job):
@@ -162,7 +170,7 @@ class JobController(Controller):
                     u.failed.append(p.metadata.uid)
             if indexed:
                 status_job.status.completedIndexes = format_indexes(completed)
-            job = await self.client.update_status(status_job)
+            job = await self._update_status(status_job)
         released: set[str] = set()
         for p in tracked:
             if await self._remove_finalizer(p):
@@ -187,7 +195,13 @@ class JobController(Controller):
         del st.uncountedTerminatedPods.failed[:]
         st.uncountedTerminatedPods.succeeded.extend(keep_ok)
         st.uncountedTerminatedPods.failed.extend(keep_failed)
-        return await self.client.update_status(status_job)
+        return await self._update_status(status_job)
+
+    async def _update_status(self, job: batch_pb2.Job) -> batch_pb2.Job:
+        written = await self.client.update_status(job)
+        key = f"{written.metadata.namespace}/{written.metadata.name}"
+        self._written[key] = _revision(written)
+        return written
 
     async def _remove_finalizer(self, pod: core_pb2.Pod) -> bool:
         remaining = [f for f in pod.metadata.finalizers if f != JOB_TRACKING_FINALIZER]
@@ -387,7 +401,7 @@ class JobController(Controller):
             return
         new = copy_object(job)
         new.status.CopyFrom(status)
-        await self.client.update_status(new)
+        await self._update_status(new)
 
 
 class TTLAfterFinishedController(Controller):
@@ -445,3 +459,11 @@ async def start_ttl_after_finished(ctx: ControllerContext) -> None:
 
 DESCRIPTOR = ControllerDescriptor("job", start_job)
 TTL_DESCRIPTOR = ControllerDescriptor("ttl-after-finished", start_ttl_after_finished)
+
+
+def _revision(job: batch_pb2.Job) -> int:
+    """The Job's resourceVersion as a number (pilothouse's are storage revisions); 0 if not."""
+    try:
+        return int(job.metadata.resourceVersion)
+    except ValueError:
+        return 0

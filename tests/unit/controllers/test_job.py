@@ -221,6 +221,25 @@ async def test_expectations_prevent_double_create() -> None:
     assert len(cluster.fake.objects(core_pb2.Pod)) == 2
 
 
+async def test_stale_cached_job_after_own_status_write_creates_nothing() -> None:
+    # A pod's success is counted and its tracking finalizer removed; if the Job cache still
+    # holds the Job from before that count, the pod is neither tracked nor counted there, and
+    # acting on it would create a pod too many.
+    cluster, controller, _ = await setup(make_job(completions=2, parallelism=2))
+    await step(cluster, controller)
+    stale = job_of(cluster)
+    first, _second = pods(cluster)
+    await finish(cluster, first, "Succeeded")
+    await step(cluster, controller)
+    assert job_of(cluster).status.succeeded == 1
+    controller.jobs.indexer.upsert("default/pi", stale)
+    await controller.sync("default/pi")
+    assert len(cluster.fake.objects(core_pb2.Pod)) == 2
+    cluster.settle()  # the real Job comes back: still nothing to create
+    await step(cluster, controller)
+    assert len(cluster.fake.objects(core_pb2.Pod)) == 2
+
+
 async def test_gone_job_releases_pod_finalizers() -> None:
     cluster, controller, _ = await setup(make_job())
     await step(cluster, controller)
