@@ -16,6 +16,7 @@ from pathlib import Path
 from pilothouse.logs import setup_logging
 from pilothouse.loop import run_event_loop
 from pilothouse.services.kubelet.config import DEFAULT_PORT, DEFAULT_ROOT, KubeletConfig
+from pilothouse.services.kubelet.eviction import DEFAULT_EVICTION_HARD, parse_thresholds
 
 log = logging.getLogger("pilothouse.kubelet")
 
@@ -41,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra Node labels: key=value,key=value")
     parser.add_argument("--cluster-dns", default="", help="comma-separated DNS server IPs")
     parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument("--eviction-hard", default=DEFAULT_EVICTION_HARD,
+                        help="hard eviction thresholds: signal<quantity or signal<N%%, "
+                        "comma-separated (signals: memory.available, nodefs.available, "
+                        "nodefs.inodesFree, imagefs.available, imagefs.inodesFree, "
+                        "pid.available); empty: none")
+    parser.add_argument("--image-gc-high-threshold", type=int, default=85,
+                        help="image filesystem usage (%%) above which unused images go")
+    parser.add_argument("--image-gc-low-threshold", type=int, default=80,
+                        help="image filesystem usage (%%) image GC brings it down to")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -57,6 +67,11 @@ def config_from_args(args: argparse.Namespace) -> KubeletConfig:
         raise ValueError(f"--port must be 0-65535, not {args.port}")
     if args.max_pods is not None and args.max_pods < 1:
         raise ValueError(f"--max-pods must be at least 1, not {args.max_pods}")
+    parse_thresholds(args.eviction_hard)  # a bad threshold is a clear error, here
+    if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
+        raise ValueError(f"--image-gc-low-threshold ({args.image_gc_low_threshold}) must be "
+                         f"at most --image-gc-high-threshold ({args.image_gc_high_threshold}),"
+                         " both 0-100")
     labels: dict[str, str] = {}
     for item in filter(None, args.node_labels.split(",")):
         key, sep, value = item.partition("=")
@@ -69,7 +84,10 @@ def config_from_args(args: argparse.Namespace) -> KubeletConfig:
                          static_pod_path=args.pod_manifest_path, max_pods=args.max_pods,
                          node_labels=labels,
                          cluster_dns=[s for s in args.cluster_dns.split(",") if s],
-                         cluster_domain=args.cluster_domain)
+                         cluster_domain=args.cluster_domain,
+                         eviction_hard=args.eviction_hard,
+                         image_gc_high_threshold_percent=args.image_gc_high_threshold,
+                         image_gc_low_threshold_percent=args.image_gc_low_threshold)
 
 
 async def _main(config: KubeletConfig) -> None:

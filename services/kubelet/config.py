@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilothouse.services.kubelet.eviction import DEFAULT_EVICTION_HARD
+
 DEFAULT_ROOT = Path("/var/lib/pilothouse/kubelet")
 DEFAULT_PORT = 10250
 
@@ -42,3 +44,14 @@ class KubeletConfig:
     runtime_request_timeout: float = 120.0
     # New pods started (sandbox + containers) at once; 0: no limit.
     concurrent_pod_starts: int = 16
+    # Eviction (hard thresholds, ``signal<quantity|N%``; see eviction.py).
+    eviction_hard: str = DEFAULT_EVICTION_HARD
+    eviction_monitoring_interval: float = 10.0
+    eviction_pressure_transition_period: float = 300.0
+    # Image garbage collection.
+    image_gc_high_threshold_percent: int = 85
+    image_gc_low_threshold_percent: int = 80
+    image_minimum_gc_age: float = 120.0
+    image_gc_period: float = 300.0
+    # The sandbox image, never garbage-collected.
+    pod_infra_container_image: str = "registry.k8s.io/pause:3.10"

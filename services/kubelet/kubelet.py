@@ -29,12 +29,13 @@ from pilothouse.client.clock import AsyncClock, real_clock
 from pilothouse.client.errors import ClientError, is_already_exists, is_not_found
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
-from pilothouse.services.kubelet import nodestatus, static_pods
+from pilothouse.services.kubelet import admission, cri_config, eviction, nodestatus, static_pods
 from pilothouse.services.kubelet.backoff import Backoff
 from pilothouse.services.kubelet.config import KubeletConfig
+from pilothouse.services.kubelet.image_gc import CRIImages, ImageGCManager
 from pilothouse.services.kubelet.metrics import KubeletMetrics
 from pilothouse.services.kubelet.node import NodeAgent
-from pilothouse.services.kubelet.pod_sync import PodState, PodSyncer, SyncDeps
+from pilothouse.services.kubelet.pod_sync import EvictionRequest, PodState, PodSyncer, SyncDeps
 from pilothouse.services.kubelet.pod_workers import PLEG, PodWorkers
 from pilothouse.services.kubelet.podstatus import RuntimePod
 from pilothouse.services.kubelet.probes import ProbeManager
@@ -50,7 +51,8 @@ RUNTIME_WAIT = 0.5
 class Kubelet:
     def __init__(self, config: KubeletConfig, *, client: Client | None = None,
                  clock: AsyncClock | None = None, runtime: RuntimeClient | None = None,
-                 metrics: KubeletMetrics | None = None) -> None:
+                 metrics: KubeletMetrics | None = None,
+                 summary_provider: eviction.SummaryProvider | None = None) -> None:
         if not config.node_name:
             raise ValueError("the kubelet needs a node name")
         self.config = config
@@ -91,6 +93,16 @@ class Kubelet:
                                   concurrent_starts=config.concurrent_pod_starts)
         self.pleg = PLEG(self.runtime, clock=self.clock, period=config.pleg_relist_period,
                          metrics=self.metrics, on_change=self._wake)
+        self.images = CRIImages(self.runtime)
+        self.image_gc = ImageGCManager(
+            runtime=self.images,
+            image_fs=lambda: self.images.image_fs(self.config.root_dir), clock=self.clock,
+            high_threshold_percent=config.image_gc_high_threshold_percent,
+            low_threshold_percent=config.image_gc_low_threshold_percent,
+            minimum_age=config.image_minimum_gc_age,
+            sandbox_image=config.pod_infra_container_image, event=self._node_event)
+        self._summary_provider = summary_provider
+        self.eviction: eviction.EvictionManager | None = None
         self.static: dict[str, static_pods.StaticPod] = {}
         self.static_errors: dict[Path, str] = {}
         self._mirrors: dict[str, str] = {}  # static uid -> mirror pod name
@@ -147,6 +159,15 @@ class Kubelet:
             ref.fieldPath = f"spec.{where}{{{container}}}"
         self.recorder.event(ref, type_, reason, message)
 
+    def _node_event(self, type_: str, reason: str, message: str) -> None:
+        ref = core_pb2.ObjectReference(kind="Node", apiVersion="v1", name=self.node_name,
+                                       uid=self.node_name)
+        self.recorder.event(ref, type_, reason, message)
+
+    def _evict(self, pod: core_pb2.Pod, message: str) -> bool:
+        return self.workers.evict(pod.metadata.uid, EvictionRequest(
+            message, eviction.IMMEDIATE_GRACE))
+
     def _probe_event(self, uid: str, type_: str, reason: str, message: str) -> None:
         state = self.workers.state(uid)
         if state is not None:
@@ -161,7 +182,27 @@ class Kubelet:
     def _on_pod(self, pod: core_pb2.Pod) -> None:
         if static_pods.is_mirror(pod):
             return
-        self.workers.update(pod)
+        if self.workers.state(pod.metadata.uid) is None:
+            self.workers.update(pod, rejection=self.admit(pod))
+        else:
+            self.workers.update(pod)
+
+    def admit(self, pod: core_pb2.Pod) -> admission.Rejection | None:
+        """Admission of a pod new to this kubelet (decided here, in the informer's handler, so
+        pods are admitted one at a time against those admitted before them). Pods that
+        already run (a restarted kubelet), have ended or are being deleted are not judged."""
+        uid = pod.metadata.uid
+        node = self.node_agent.node if self.node_agent is not None else None
+        if node is None or pod.metadata.HasField("deletionTimestamp") or \
+                pod.status.phase in ("Succeeded", "Failed") or \
+                uid in self.pleg.pods_with_sandboxes:
+            return None
+        active = [s.pod for s in self.workers.states() if s.active]
+        rejection = admission.admit(pod, node, active)
+        if rejection is not None:
+            log.info("pod %s/%s rejected: %s: %s", pod.metadata.namespace, pod.metadata.name,
+                     rejection.reason, rejection.message)
+        return rejection
 
     def _on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         self._on_pod(new)
@@ -204,10 +245,8 @@ class Kubelet:
         if not self.pleg.healthy() and self.pleg.relists:
             health.runtime_ready = False
             health.runtime_message = "PLEG is not healthy"
-        machine = self.node_agent.machine if self.node_agent is not None else None
-        if machine is not None:
-            health.pressure = await asyncio.to_thread(nodestatus.read_pressure,
-                                                      self.config.root_dir, machine)
+        if self.eviction is not None:
+            health.pressure = self.eviction.pressure()
         return health
 
     async def start(self) -> None:
@@ -219,6 +258,18 @@ class Kubelet:
             self.node_ip = nodestatus.host_ip()
             self.syncer.d.node_ip = self.node_ip
         machine = await asyncio.to_thread(nodestatus.machine_info, self.config.root_dir)
+        provider = self._summary_provider or eviction.NodeSummaryProvider(
+            runtime=self.runtime, root_dir=self.config.root_dir,
+            pod_dir=self.volumes.pod_dir,
+            log_dir=lambda pod: cri_config.log_directory(self.config.root_dir, pod),
+            pid_max=machine.pid_max)
+        self.eviction = eviction.EvictionManager(
+            thresholds=eviction.parse_thresholds(self.config.eviction_hard),
+            provider=provider, clock=self.clock,
+            pods=lambda: [s.pod for s in self.workers.states() if s.active],
+            evict=self._evict, reclaim_disk=self.image_gc.delete_unused_images,
+            monitoring_interval=self.config.eviction_monitoring_interval,
+            pressure_transition_period=self.config.eviction_pressure_transition_period)
         version = await self.runtime.version()
         self.node_agent = NodeAgent(
             client=self.client, clock=self.clock, config=self.config, machine=machine,
@@ -255,6 +306,9 @@ class Kubelet:
                 tg.create_task(self.node_agent.run(), name="node-agent")
                 tg.create_task(self.pleg.run(), name="pleg")
                 tg.create_task(self._housekeeping_loop(), name="housekeeping")
+                assert self.eviction is not None
+                tg.create_task(self.eviction.run(), name="eviction-manager")
+                tg.create_task(self.image_gc.run(self.config.image_gc_period), name="image-gc")
                 if self.config.static_pod_path is not None:
                     tg.create_task(self._static_loop(), name="static-pods")
         finally:

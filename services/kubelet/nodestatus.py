@@ -20,12 +20,10 @@ from pilothouse import KUBERNETES_VERSION
 from pilothouse.api.timeutil import time_to_proto
 from pilothouse.gen.k8s.core.v1 import core_pb2
 
-# Pressure thresholds (Kubernetes' default hard eviction thresholds).
-MEMORY_AVAILABLE_MIN = 100 * 1024 * 1024
+# What the kubelet keeps back from allocatable: Kubernetes' default hard eviction thresholds
+# (memory.available<100Mi, nodefs.available<10%).
+RESERVED_MEMORY = 100 * 1024 * 1024
 DISK_AVAILABLE_FRACTION = 0.10
-PID_AVAILABLE_FRACTION = 0.10
-# What the kubelet keeps back from allocatable (evictionHard memory.available).
-RESERVED_MEMORY = MEMORY_AVAILABLE_MIN
 
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
           "s390x": "s390x", "riscv64": "riscv64"}
@@ -47,20 +45,13 @@ class MachineInfo:
 
 
 @dataclass
-class Pressure:
-    """Live readings for the pressure conditions."""
-
-    memory_available: int = 1 << 62
-    disk_available_fraction: float = 1.0
-    pid_available_fraction: float = 1.0
-
-
-@dataclass
 class NodeHealth:
     runtime_ready: bool = True
     network_ready: bool = True
     runtime_message: str = ""
-    pressure: Pressure = field(default_factory=Pressure)
+    # The pressure conditions the eviction manager reports (MemoryPressure, DiskPressure,
+    # PIDPressure).
+    pressure: set[str] = field(default_factory=set)
 
 
 def _read(path: str) -> str:
@@ -109,18 +100,6 @@ def machine_info(root: Path) -> MachineInfo:
         boot_id=_read("/proc/sys/kernel/random/boot_id"),
         pid_max=int(pid_max) if pid_max.isdigit() else 32768,
     )
-
-
-def read_pressure(root: Path, machine: MachineInfo) -> Pressure:
-    st = os.statvfs(root if root.exists() else "/")
-    disk = (st.f_bavail / st.f_blocks) if st.f_blocks else 1.0
-    try:
-        used_pids = sum(1 for p in os.listdir("/proc") if p.isdigit())
-    except OSError:
-        used_pids = 0
-    return Pressure(memory_available=meminfo().get("MemAvailable", 1 << 62),
-                    disk_available_fraction=disk,
-                    pid_available_fraction=1 - used_pids / max(machine.pid_max, 1))
 
 
 def host_ip() -> str:
@@ -215,10 +194,9 @@ def _condition(type_: str, status: bool, reason: str, message: str
 
 
 def desired_conditions(health: NodeHealth) -> list[tuple[str, str, str, str]]:
-    p = health.pressure
-    mem = p.memory_available < MEMORY_AVAILABLE_MIN
-    disk = p.disk_available_fraction < DISK_AVAILABLE_FRACTION
-    pid = p.pid_available_fraction < PID_AVAILABLE_FRACTION
+    mem = "MemoryPressure" in health.pressure
+    disk = "DiskPressure" in health.pressure
+    pid = "PIDPressure" in health.pressure
     out = [
         _condition("MemoryPressure", mem,
                    "KubeletHasInsufficientMemory" if mem else "KubeletHasSufficientMemory",

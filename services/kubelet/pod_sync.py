@@ -42,7 +42,7 @@ from pilothouse.client import Client, copy_object
 from pilothouse.client.errors import ClientError, is_conflict, is_not_found
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
-from pilothouse.services.kubelet import cri_config, podstatus, probes
+from pilothouse.services.kubelet import admission, cri_config, podstatus, probes
 from pilothouse.services.kubelet import env as envlib
 from pilothouse.services.kubelet import volumes as vol
 from pilothouse.services.kubelet.backoff import Backoff
@@ -59,6 +59,18 @@ CONFIG_ERROR_RETRY = 2.0
 SOURCES_TTL = 10.0  # how long fetched ConfigMaps/Secrets are reused before a refresh
 
 EventFunc = Callable[[core_pb2.Pod, str, str, str, str], None]  # pod, container, type, reason, msg
+
+EVICTED = "Evicted"
+TERMINATION_BY_KUBELET = "TerminationByKubelet"  # the DisruptionTarget condition's reason
+
+
+@dataclass(frozen=True)
+class EvictionRequest:
+    """The eviction manager's verdict on a pod: kill it within ``grace`` seconds and end
+    it ``Failed``/``Evicted`` with ``message``."""
+
+    message: str
+    grace: int = 1
 
 
 @dataclass
@@ -81,6 +93,10 @@ class PodState:
     fresh: bool = False  # the runtime had nothing for this pod when its worker started
     mirror_name: str = ""  # static pods: the mirror pod's name in the apiserver
     hooks_failed: set[str] = field(default_factory=set)
+    # Admission refused the pod: it never runs, its status says why (Failed).
+    rejection: admission.Rejection | None = None
+    rejection_written: bool = False
+    eviction: EvictionRequest | None = None  # set by the eviction manager
 
     @property
     def uid(self) -> str:
@@ -93,6 +109,19 @@ class PodState:
     @property
     def deleting(self) -> bool:
         return self.gone or self.pod.metadata.HasField("deletionTimestamp")
+
+    @property
+    def terminal(self) -> bool:
+        """The pod has ended (or will end: rejected, evicted) and never runs again."""
+        phase = self.last_status.phase if self.last_status is not None else ""
+        return (self.rejection is not None or self.eviction is not None or
+                phase in ("Succeeded", "Failed") or
+                self.pod.status.phase in ("Succeeded", "Failed"))
+
+    @property
+    def active(self) -> bool:
+        """Counts against the node's capacity (Kubernetes' active pods)."""
+        return not self.finished and not self.terminal and not self.static
 
 
 @dataclass
@@ -143,6 +172,9 @@ class PodSyncer:
     async def sync(self, state: PodState) -> float | None:
         """Drive the pod one step towards its spec; the next wake-up (monotonic) or None."""
         pod = state.pod
+        if state.rejection is not None:
+            await self._sync_rejected(state)
+            return None
         # A pod the runtime has never seen needs no listing (saves two CRI calls per new pod).
         rp = RuntimePod(state.uid) if state.fresh else await self.inspect(state.uid)
         state.fresh = False
@@ -150,9 +182,9 @@ class PodSyncer:
         if state.deleting:
             await self.terminate(state, rp)
             return None
-        last_phase = state.last_status.phase if state.last_status is not None else ""
-        if "Succeeded" in (last_phase, pod.status.phase) or \
-                "Failed" in (last_phase, pod.status.phase):
+        if state.eviction is not None and not state.view.terminal_phase:
+            rp = await self._evict(state, rp, state.eviction)
+        if state.terminal:
             await self._stop_terminal(state, rp)
             return None
         wake: list[float] = []
@@ -757,6 +789,64 @@ class PodSyncer:
             rp = await self.inspect(state.uid)
         self.d.probes.stop_pod(state.uid)
         await self.write_status(state, rp)
+        # A pod that ended keeps its object (and logs) but not its volumes: an evicted
+        # pod's emptyDir is what gives the disk back.
+        await asyncio.to_thread(self.d.volumes.teardown_volumes, state.uid)
+
+    async def _evict(self, state: PodState, rp: RuntimePod,
+                     request: EvictionRequest) -> RuntimePod:
+        """Kill the pod for the eviction manager; its status becomes Failed/Evicted."""
+        view = state.view
+        view.terminal_phase = "Failed"
+        view.terminal_reason = EVICTED
+        view.terminal_message = request.message
+        view.disruption_reason = TERMINATION_BY_KUBELET
+        self.d.event(state.pod, "", "Warning", EVICTED, request.message)
+        await self.kill_pod(state, rp, request.grace)
+        rp = await self.inspect(state.uid)
+        self._note_exits(state, rp)
+        view.waiting.clear()
+        return rp
+
+    async def _sync_rejected(self, state: PodState) -> None:
+        """A pod admission refused: Failed with the reason, never started; deleted when its
+        deletion is asked for."""
+        rejection = state.rejection
+        assert rejection is not None
+        pod = state.pod
+        if state.deleting:
+            if not state.gone and not state.static:
+                try:
+                    await self.d.client.delete(core_pb2.Pod, pod.metadata.name,
+                                               namespace=pod.metadata.namespace,
+                                               grace_period_seconds=0,
+                                               precondition_uid=pod.metadata.uid)
+                except ClientError as e:
+                    if not is_not_found(e) and not is_conflict(e):
+                        raise
+            await self.cleanup(state, RuntimePod(state.uid))
+            return
+        if state.rejection_written or state.gone:
+            return
+        if not state.last_status:
+            self.d.event(pod, "", "Warning", rejection.reason, rejection.message)
+        status = core_pb2.PodStatus(phase="Failed", reason=rejection.reason,
+                                    message=rejection.status_message,
+                                    qosClass=podstatus.qos_class(pod))
+        status.conditions.extend(pod.status.conditions)
+        state.last_status = status
+        updated = copy_object(pod)
+        updated.status.CopyFrom(status)
+        updated.metadata.resourceVersion = ""
+        try:
+            await self.d.client.update_status(updated)
+        except ClientError as e:
+            if is_not_found(e):
+                state.gone = True
+                return
+            log.warning("pod %s: status update failed: %s", state.key, e)
+            raise
+        state.rejection_written = True
 
     async def terminate(self, state: PodState, rp: RuntimePod) -> None:
         """Graceful termination of a deleted pod, the final delete, then clean-up."""

@@ -28,8 +28,9 @@ from pilothouse.client.clock import AsyncClock
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.services.kubelet import runtime as rt
+from pilothouse.services.kubelet.admission import Rejection
 from pilothouse.services.kubelet.metrics import KubeletMetrics
-from pilothouse.services.kubelet.pod_sync import PodState, PodSyncer
+from pilothouse.services.kubelet.pod_sync import EvictionRequest, PodState, PodSyncer
 from pilothouse.services.kubelet.runtime import RuntimeClient, RuntimeError_
 
 log = logging.getLogger("pilothouse.kubelet.workers")
@@ -64,15 +65,19 @@ class PodWorkers:
 
     # -- feeding ----------------------------------------------------------------------------
 
-    def update(self, pod: core_pb2.Pod, *, static: bool = False, mirror_name: str = "") -> None:
-        """The newest version of a pod bound here (the object may be shared: not mutated)."""
+    def update(self, pod: core_pb2.Pod, *, static: bool = False, mirror_name: str = "",
+               rejection: Rejection | None = None) -> None:
+        """The newest version of a pod bound here (the object may be shared: not mutated).
+
+        ``rejection``: admission refused this (new) pod; its worker only reports why."""
         if self._closed:
             return
         uid = pod.metadata.uid
         w = self.workers.get(uid)
         if w is None:
             state = PodState(pod=pod, first_seen=self.clock.monotonic(), static=static,
-                             mirror_name=mirror_name, fresh=not self.runtime_has(uid))
+                             mirror_name=mirror_name, fresh=not self.runtime_has(uid),
+                             rejection=rejection)
             w = _Worker(state)
             self.workers[uid] = w
             w.task = asyncio.create_task(self._run(w), name=f"pod-worker:{state.key}")
@@ -100,6 +105,16 @@ class PodWorkers:
         w = self.workers.get(uid)
         if w is not None:
             w.wake.set()
+
+    def evict(self, uid: str, request: EvictionRequest) -> bool:
+        """Hand the eviction manager's verdict to the pod's worker; False if it has none or
+        the pod already ended."""
+        w = self.workers.get(uid)
+        if w is None or w.state.terminal or w.state.deleting:
+            return False
+        w.state.eviction = request
+        w.wake.set()
+        return True
 
     def state(self, uid: str) -> PodState | None:
         w = self.workers.get(uid)

@@ -129,6 +129,11 @@ class WorkerView:
     termination_messages: dict[str, str] = field(default_factory=dict)  # container id -> msg
     failed_init: bool = False  # an init container failed under restartPolicy Never
     terminal_reason: str = ""
+    # Set when the kubelet itself ends the pod (eviction): phase, status.message, and the
+    # DisruptionTarget condition's reason ("" for none).
+    terminal_phase: str = ""
+    terminal_message: str = ""
+    disruption_reason: str = ""
 
 
 # -- pure helpers --------------------------------------------------------------------------
@@ -349,7 +354,7 @@ def generate(pod: core_pb2.Pod, rp: RuntimePod, view: WorkerView, *, runtime_nam
                for c in pod.spec.containers]
     status.initContainerStatuses.extend(init)
     status.containerStatuses.extend(regular)
-    status.phase = pod_phase(pod, init, regular, view)
+    status.phase = view.terminal_phase or pod_phase(pod, init, regular, view)
     if old.phase in ("Succeeded", "Failed"):  # terminal phases never change
         status.phase = old.phase
 
@@ -378,9 +383,14 @@ def generate(pod: core_pb2.Pod, rp: RuntimePod, view: WorkerView, *, runtime_nam
     else:
         conds.append(_condition("ContainersReady", True))
         conds.append(_condition("Ready", True))
+    if view.disruption_reason:
+        conds.append(_condition("DisruptionTarget", True))
+        conds[-1].reason = view.disruption_reason
+        conds[-1].message = view.terminal_message
     old_conds = {c.type: c for c in old.conditions}
     for c in old.conditions:  # conditions others own (PodScheduled, readiness gates, ...)
-        if c.type not in KUBELET_CONDITIONS:
+        if c.type not in KUBELET_CONDITIONS and not (view.disruption_reason and
+                                                     c.type == "DisruptionTarget"):
             status.conditions.add().CopyFrom(c)
     for c in conds:
         prev = old_conds.get(c.type)
@@ -391,6 +401,12 @@ def generate(pod: core_pb2.Pod, rp: RuntimePod, view: WorkerView, *, runtime_nam
         status.conditions.add().CopyFrom(c)
     if view.terminal_reason:
         status.reason = view.terminal_reason
+    elif old.phase in ("Succeeded", "Failed") and old.reason:
+        status.reason = old.reason  # a restarted kubelet keeps why the pod ended
+    if view.terminal_message:
+        status.message = view.terminal_message
+    elif old.phase in ("Succeeded", "Failed") and old.message:
+        status.message = old.message
     return status
 
 

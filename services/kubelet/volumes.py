@@ -317,16 +317,27 @@ class VolumeManager:
                                  readonly=readonly))
         return out
 
+    def teardown_volumes(self, uid: str) -> None:
+        """Unmount and remove the pod's volumes (its other files stay)."""
+        volumes = self.pod_dir(uid) / "volumes"
+        if not volumes.exists():
+            return
+        self._unmount_under(volumes)
+        shutil.rmtree(volumes, ignore_errors=True)
+
+    def _unmount_under(self, path: Path) -> None:
+        if not self.can_mount:
+            return
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mountpoint = line.split()[4]
+            if mountpoint.startswith(str(path) + "/"):
+                subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
+
     def teardown(self, uid: str) -> None:
         pod_dir = self.pod_dir(uid)
         if not pod_dir.exists():
             return
-        if self.can_mount:
-            for line in Path("/proc/self/mountinfo").read_text().splitlines():
-                mountpoint = line.split()[4]
-                if mountpoint.startswith(str(pod_dir) + "/"):
-                    subprocess.run(["umount", "-l", mountpoint], capture_output=True,
-                                   check=False)
+        self._unmount_under(pod_dir)
         shutil.rmtree(pod_dir, ignore_errors=True)
 
 

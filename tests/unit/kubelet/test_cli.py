@@ -18,7 +18,14 @@ from pilothouse.cli import main
     (["--runtime-endpoint", "unix:///x", "--max-pods", "0"], "--max-pods must be at least 1"),
     (["--runtime-endpoint", "unix:///x", "--node-labels", "novalue"],
      "--node-labels: expected key=value"),
-], ids=["endpoint", "apiserver", "port", "max-pods", "labels"])
+    (["--runtime-endpoint", "unix:///x", "--eviction-hard", "memory.available<lots"],
+     "eviction threshold 'memory.available<lots': 'lots' is not a quantity"),
+    (["--runtime-endpoint", "unix:///x", "--eviction-hard", "disk.free<1Gi"],
+     "unknown signal 'disk.free'"),
+    (["--runtime-endpoint", "unix:///x", "--image-gc-high-threshold", "70"],
+     "--image-gc-low-threshold (80) must be at most --image-gc-high-threshold (70)"),
+], ids=["endpoint", "apiserver", "port", "max-pods", "labels", "eviction-quantity",
+        "eviction-signal", "image-gc"])
 def test_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kubelet", "--node-name", "n1", *args]) == 2
     err = capsys.readouterr().err
@@ -32,3 +39,19 @@ def test_node_name_is_required() -> None:
                           check=False)
     assert proc.returncode == 2
     assert "--node-name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eviction_and_image_gc_flags_reach_the_config() -> None:
+    import argparse
+
+    from pilothouse.services.kubelet.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args([
+        "--node-name", "n1", "--runtime-endpoint", "unix:///x",
+        "--eviction-hard", "memory.available<1Gi,pid.available<5%",
+        "--image-gc-high-threshold", "90", "--image-gc-low-threshold", "50"]))
+    assert config.eviction_hard == "memory.available<1Gi,pid.available<5%"
+    assert (config.image_gc_high_threshold_percent, config.image_gc_low_threshold_percent) == \
+        (90, 50)

@@ -54,9 +54,12 @@ def test_conditions_change_only_on_flips() -> None:
     assert nodestatus.set_conditions(node, down, t0 + timedelta(20))
     ready = next(c for c in node.status.conditions if c.type == "Ready")
     assert (ready.status, ready.reason, ready.message) == ("False", "KubeletNotReady", "gone")
-    pressure = nodestatus.NodeHealth(pressure=nodestatus.Pressure(memory_available=1))
+    pressure = nodestatus.NodeHealth(pressure={"MemoryPressure", "PIDPressure"})
     nodestatus.set_conditions(node, pressure, t0)
-    assert {c.type: c.status for c in node.status.conditions}["MemoryPressure"] == "True"
+    conds = {c.type: (c.status, c.reason) for c in node.status.conditions}
+    assert conds["MemoryPressure"] == ("True", "KubeletHasInsufficientMemory")
+    assert conds["PIDPressure"] == ("True", "KubeletHasInsufficientPID")
+    assert conds["DiskPressure"] == ("False", "KubeletHasNoDiskPressure")
 
 
 async def test_node_agent_registers_renews_and_writes_status_on_change() -> None:
