@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pty
+import re
 import select
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import KUBECTL, Cluster
@@ -178,3 +180,30 @@ def test_errors_are_reported_as_kubernetes_does(cluster: Cluster, ns: str) -> No
     proc = cluster.kubectl("attach", "-n", ns, "shell", "-c", "nope", check=False)
     assert proc.returncode == 1
     assert "nope" in proc.stderr
+
+
+def test_port_forward(cluster: Cluster, ns: str) -> None:
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    proc = subprocess.Popen([KUBECTL, "port-forward", "-n", ns, "pod/web", ":8080"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        found = re.search(r"127\.0\.0\.1:(\d+) -> 8080", line)
+        assert found, (line, proc.stderr.read() if proc.poll() is not None else "")
+        port = int(found.group(1))
+        pages: list[str] = []
+
+        def served() -> bool:
+            try:
+                pages.append(httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text)
+            except httpx.HTTPError as exc:
+                pages.append(repr(exc))
+            return "hello-pf" in pages[-1]
+
+        wait_until(served, "a page through kubectl port-forward", within=30)
+        # a second connection over the same tunnel
+        assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=10).text == "hello-pf\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
