@@ -525,7 +525,7 @@ CLONE_NEWNET = 0x40000000
 
 
 def _socket_in_netns(netns: str, port: int) -> socket.socket:
-    """Connect to 127.0.0.1:port from inside ``netns`` (a thread of its own enters it)."""
+    """Connect to localhost:port from inside ``netns`` (a thread of its own enters it)."""
     result: dict[str, Any] = {}
 
     def inside() -> None:
@@ -538,7 +538,7 @@ def _socket_in_netns(netns: str, port: int) -> socket.socket:
             finally:
                 os.close(fd)
             # a socket belongs to the namespace it was made in, whoever uses it later
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock = _connect_localhost(port)
             sock.settimeout(None)
             result["sock"] = sock
         except OSError as err:
@@ -554,11 +554,23 @@ def _socket_in_netns(netns: str, port: int) -> socket.socket:
     return sock
 
 
+def _connect_localhost(port: int) -> socket.socket:
+    """IPv4 first, then IPv6 (a server may listen on one family only), one after the
+    other in this thread: as containerd does, never in parallel outside the namespace."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=10)
+    except OSError as v4_error:
+        try:
+            return socket.create_connection(("::1", port), timeout=10)
+        except OSError:
+            raise v4_error from None
+
+
 async def connect_in_netns(netns: str, port: int
                            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    if not netns:
-        return await asyncio.open_connection("127.0.0.1", port)
-    sock = await asyncio.to_thread(_socket_in_netns, netns, port)
+    sock = await asyncio.to_thread(_socket_in_netns, netns, port) if netns else \
+        await asyncio.to_thread(_connect_localhost, port)
+    sock.setblocking(False)
     return await asyncio.open_connection(sock=sock)
 
 

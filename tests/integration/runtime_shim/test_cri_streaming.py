@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.runtime_shim import spdy
+from pilothouse.runtime_shim.streaming import connect_in_netns
 from tests.support import wait_for
 
 from .conftest import Shim
@@ -582,3 +583,21 @@ async def test_kubectl_port_forward_through_a_stand_in_apiserver(process_shim: S
         for task in list(apiserver.tasks):
             task.cancel()
         await asyncio.gather(*apiserver.tasks, return_exceptions=True)
+
+
+async def test_port_forward_connects_over_ipv6_when_only_ipv6_listens() -> None:
+    # a server on ::1 only: the IPv4 attempt is refused, the IPv6 one succeeds
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"v6:" + await reader.read(100))
+        writer.close()
+
+    server = await asyncio.start_server(answer, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await connect_in_netns("", port)
+        writer.write(b"hi")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b"v6:hi"
+        writer.close()
+    finally:
+        server.close()
