@@ -261,7 +261,9 @@ def main() -> int:
         kubelet = subprocess.Popen(
             [*PILOTHOUSE, "kubelet", "--node-name", node, "--runtime-endpoint",
              f"unix://{sock}", "--apiserver", f"grpc://{api}", "--root-dir",
-             str(work / "kubelet"), "--port", str(kubelet_port), "--address", "127.0.0.1"],
+             str(work / "kubelet"), "--port", str(kubelet_port), "--address", "127.0.0.1",
+             # room for every pod (the default, 10 x cores, is 20 on this 2-core machine)
+             "--max-pods", str(max(110, pods))],
             stdout=logs, stderr=logs)
         procs.append(kubelet)
         asyncio.run(wait_for_node(api, node, kubelet))

@@ -59,6 +59,7 @@ from pilothouse.runtime_shim.images.service import LocalImages
 from pilothouse.runtime_shim.images.store import ImageStore
 from pilothouse.runtime_shim.process import network
 from pilothouse.runtime_shim.process.cgroups import CgroupError, Cgroups, CgroupSet
+from pilothouse.runtime_shim.process.forkserver import Zygote, ZygoteError
 from pilothouse.runtime_shim.spec import process_spec
 from pilothouse.runtime_shim.stdio import (
     feed_fifo,
@@ -197,6 +198,8 @@ class ProcessBackend:
         self._network_error = ""
         self.nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
         self.streaming: StreamingServer | None = None  # set by the server when it runs one
+        # forks supervisors and sandbox namespaces (a fork, not an interpreter start, each)
+        self.zygote = Zygote(python=python, log_path=root / "zygote.log")
 
     # -- lifecycle of the backend --------------------------------------------------
     async def start(self) -> None:
@@ -221,8 +224,10 @@ class ProcessBackend:
                 await self.network.ensure_bridge()
             except network.NetworkError as err:
                 self._network_error = str(err)
+        await self.zygote.start()
 
     async def close(self) -> None:
+        await self.zygote.close()
         loop = asyncio.get_running_loop()
         for fd in list(self._watched.values()):
             loop.remove_reader(fd)
@@ -324,11 +329,17 @@ class ProcessBackend:
                 sb.ipc = str(directory / "ns" / "ipc")
             if not host_network:
                 sb.uts = str(directory / "ns" / "uts")
-            await network.create_namespaces(
-                netns=str(network.NETNS_DIR / sb.netns) if sb.netns else None,
-                ipc=sb.ipc or None, uts=sb.uts or None, hostname=hostname[:63])
+            request: dict[str, Any] = {
+                "op": "sandbox", "netns": str(network.NETNS_DIR / sb.netns) if sb.netns else None,
+                "ipc": sb.ipc or None, "uts": sb.uts or None, "hostname": hostname[:63],
+                "net": None}
             if sb.netns:
-                sb.ip = str(await self.network.attach(sb.id, sb.netns))
+                request["net"] = self.network.plan(sb.id)
+                sb.ip = request["net"]["ip"]
+            try:
+                await self.zygote.call(request)
+            except ZygoteError as err:
+                raise network.NetworkError(f"namespaces and pod network: {err}") from None
         if not sb.ip:
             sb.ip = _host_ip()
         if self.cgroups_ok:
@@ -685,28 +696,15 @@ class ProcessBackend:
         return cri.StartContainerResponse()
 
     async def _launch(self, c: Container) -> None:
-        ready_r, ready_w = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.python, "-m", "pilothouse.runtime_shim.process.supervisor",
-                str(self._dir(c)), "--ready-fd", str(ready_w),
-                pass_fds=(ready_w,), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True)
-        except OSError as err:
-            os.close(ready_r)
-            os.close(ready_w)
-            raise RuntimeFailure(f"cannot start the container supervisor: {err}") from None
-        os.close(ready_w)
-        _, launcher_err = await proc.communicate()
-        message = await asyncio.to_thread(_read_all, ready_r)
-        if not message.startswith("ok "):
-            detail = message.removeprefix("error ") or launcher_err.decode(errors="replace")
+            await self.zygote.call({"op": "supervise", "dir": str(self._dir(c))})
+        except ZygoteError as err:
+            detail = str(err)
             if not (self._dir(c) / "exit.json").exists():
                 _write_json(self._dir(c) / "exit.json", {
                     "exit_code": 128, "finished_at": time.time_ns(), "reason": "StartError",
                     "message": detail.strip()})
-            raise RuntimeFailure(f"failed to start container {c.id}: {detail.strip()}")
+            raise RuntimeFailure(f"failed to start container {c.id}: {detail.strip()}") from None
 
     async def stop_container(self, req: cri.StopContainerRequest) -> cri.StopContainerResponse:
         try:
@@ -1096,16 +1094,6 @@ class ProcessBackend:
 def _exit_code(returncode: int | None) -> int:
     code = returncode if returncode is not None else -1
     return 128 - code if code < 0 else code
-
-
-def _read_all(fd: int) -> str:
-    data = b""
-    try:
-        while chunk := os.read(fd, 4096):
-            data += chunk
-    finally:
-        os.close(fd)
-    return data.decode(errors="replace")
 
 
 def _holder_ready(pidfile: Path) -> int:

@@ -27,6 +27,7 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
+PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 SYS_PIVOT_ROOT = 155  # x86_64
 
@@ -75,6 +76,11 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def no_new_privs() -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+
+
+def die_with_parent(sig: int = 9) -> None:
+    """Be sent ``sig`` (SIGKILL) when the thread that forked this process exits."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PDEATHSIG)")
 
 
 def resolve_in_root(root: str, path: str) -> str:

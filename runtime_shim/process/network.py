@@ -8,8 +8,11 @@ the pod with the next free address. Allocations are files under
 ``<root>/ipam/<ip>`` holding the sandbox ID — created with O_EXCL, so two
 sandboxes never get one address, and they survive a shim restart.
 
-The namespaces themselves are made by ``unshare`` with bind-mounted
-namespace files (no holder process), the way ``ip netns add`` does it.
+The process backend has its zygote (:mod:`.zygote`) create a sandbox's
+namespaces, bind-mounted at their files (no holder process, the way
+``ip netns add`` does it), and wire the veth pair over rtnetlink in the same
+forked worker (:meth:`BridgeNetwork.plan` says what to wire). The containerd
+backend uses :func:`create_namespaces` (``unshare``) for its CNI netns.
 Containers' mount namespaces do not keep those files alive: a container
 pivots into its own root and detaches the host's mounts.
 """
@@ -20,7 +23,11 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import socket
 from pathlib import Path
+from typing import Any
+
+from pilothouse.runtime_shim.process import linux, netlink
 
 NETNS_DIR = Path("/run/netns")
 
@@ -131,12 +138,26 @@ class BridgeNetwork:
             raise
         return ip
 
+    def plan(self, sandbox_id: str) -> dict[str, Any]:
+        """Allocate the sandbox's address; what the zygote needs to wire it (``net``)."""
+        try:
+            bridge_index = socket.if_nametoindex(self.bridge)
+        except OSError:
+            raise NetworkError(f"bridge {self.bridge} does not exist") from None
+        ip = self.ipam.allocate(sandbox_id)
+        return {"host_ifname": host_ifname(sandbox_id), "bridge_index": bridge_index,
+                "ip": str(ip), "prefixlen": self.cidr.prefixlen,
+                "gateway": str(self.ipam.gateway)}
+
     async def detach(self, sandbox_id: str) -> None:
-        host_end = f"veth{sandbox_id[:11]}"
-        if link_exists(host_end):
-            with contextlib.suppress(NetworkError):
-                await run("ip", "link", "del", host_end)
+        """Delete the sandbox's veth pair and release its address; idempotent."""
+        with contextlib.suppress(OSError), netlink.Route() as route:
+            route.delete_link(host_ifname(sandbox_id))
         self.ipam.release(sandbox_id)
+
+
+def host_ifname(sandbox_id: str) -> str:
+    return f"veth{sandbox_id[:11]}"
 
 
 async def create_namespaces(
@@ -162,17 +183,9 @@ async def create_namespaces(
 
 
 async def remove_namespaces(paths: list[str]) -> None:
+    """Unmount (lazily) and delete namespace files; missing or unmounted ones are fine."""
     for path in paths:
-        with contextlib.suppress(OSError, NetworkError):
-            if _is_mountpoint(path):
-                await run("umount", "-l", path)
-        with contextlib.suppress(OSError, NetworkError):
+        with contextlib.suppress(OSError):  # EINVAL: not a mount point (any more)
+            linux.umount(path, linux.MNT_DETACH)
+        with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _is_mountpoint(path: str) -> bool:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            if line.split()[4] == path:
-                return True
-    return False

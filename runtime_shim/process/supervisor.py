@@ -39,6 +39,8 @@ from typing import Any
 from pilothouse.runtime_shim import logs
 from pilothouse.runtime_shim.process import linux
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
     tmp = path + ".tmp"
@@ -160,9 +162,17 @@ def _container_process(spec: dict[str, Any], out_w: int, err_w: int, report_w: i
                           ("net", linux.CLONE_NEWNET)):
             if ns.get(key):
                 linux.setns(ns[key], flag)
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in spec["env"])
+        argv = spec["argv"]
         if spec.get("isolated"):
             _enter_rootfs(spec)
-        os.chdir(spec["cwd"] if spec.get("isolated") else spec.get("host_cwd", "/"))
+            os.chdir(spec["cwd"])
+            executable = argv[0]
+        else:  # no mount namespace: the image's files, seen from the host
+            rootfs = spec.get("host_cwd", "/")
+            cwd = linux.resolve_in_root(rootfs, spec["cwd"])
+            os.chdir(cwd if os.path.isdir(cwd) else rootfs)
+            executable = _find_in_root(rootfs, argv[0], env.get("PATH", DEFAULT_PATH))
         os.dup2(stdin_fd if stdin_fd >= 0 else os.open("/dev/null", os.O_RDONLY), 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
@@ -175,13 +185,13 @@ def _container_process(spec: dict[str, Any], out_w: int, err_w: int, report_w: i
             os.setuid(spec.get("uid", 0))
         if spec.get("no_new_privs"):
             linux.no_new_privs()
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in spec["env"])
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        argv = spec["argv"]
-        os.execvpe(argv[0], argv, env)
+        if spec.get("isolated"):
+            os.execvpe(executable, argv, env)
+        os.execve(executable, argv, env)
     except BaseException as err:  # report and die; never return into the supervisor
         try:
             if isinstance(err, FileNotFoundError) and err.filename in (None, spec["argv"][0]):
@@ -194,6 +204,20 @@ def _container_process(spec: dict[str, Any], out_w: int, err_w: int, report_w: i
             os.write(report_w, message.encode()[:4000])
         finally:
             os._exit(127)
+
+
+def _find_in_root(rootfs: str, name: str, path: str) -> str:
+    """The host path of the image's executable ``name``, looked up along ``path`` as if
+    ``rootfs`` were ``/`` (symlinks included), for containers run without a mount
+    namespace. Raises FileNotFoundError naming ``name`` when the image has none."""
+    candidates = [name] if "/" in name else [os.path.join(d or "/", name)
+                                             for d in path.split(":")]
+    for candidate in candidates:
+        host = linux.resolve_in_root(rootfs, candidate if candidate.startswith("/")
+                                     else os.path.join("/", candidate))
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            return host
+    raise FileNotFoundError(errno.ENOENT, "not found", name)
 
 
 # -- the supervisor ---------------------------------------------------------------
@@ -337,7 +361,28 @@ def _pump(fd: int, splitters: dict[int, logs.LineSplitter], sel: selectors.BaseS
         log.write(splitters[fd].feed(data))
 
 
+def run_detached(directory: str, ready_fd: int) -> int:
+    """Supervise in this (already detached) process: stdio to ``supervisor.log``; the
+    exit status. The zygote's workers and :func:`main` both end here."""
+    devnull = os.open("/dev/null", os.O_RDWR)
+    diag = os.open(os.path.join(directory, "supervisor.log"),
+                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(diag, 1)
+    os.dup2(diag, 2)
+    os.close(devnull)
+    os.close(diag)
+    try:
+        return supervise(directory, ready_fd)
+    except BaseException:
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, f"error supervisor: {sys.exc_info()[1]}".encode())
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The supervisor as a command of its own (the shim forks it from its zygote)."""
     parser = argparse.ArgumentParser(prog="pilothouse-supervisor")
     parser.add_argument("directory")
     parser.add_argument("--ready-fd", type=int, required=True)
@@ -345,19 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.fork() != 0:
         os._exit(0)  # the launcher returns; the supervisor is reparented to init
     os.setsid()
-    devnull = os.open("/dev/null", os.O_RDWR)
-    diag = os.open(os.path.join(args.directory, "supervisor.log"),
-                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(devnull, 0)
-    os.dup2(diag, 1)
-    os.dup2(diag, 2)
-    try:
-        return supervise(args.directory, args.ready_fd)
-    except BaseException:
-        traceback.print_exc()
-        with contextlib.suppress(OSError):
-            os.write(args.ready_fd, f"error supervisor: {sys.exc_info()[1]}".encode())
-        return 1
+    return run_detached(args.directory, args.ready_fd)
 
 
 if __name__ == "__main__":
