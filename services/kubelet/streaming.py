@@ -56,8 +56,11 @@ log = logging.getLogger("pilothouse.kubelet.streaming")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
+Translate = Callable[[bytes | str], bytes | str | None]
 
 KINDS = ("exec", "attach", "portForward")
+V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
+CLOSE_SIGNAL, STDIN = 0xFF, 0
 SPDY_TUNNEL_PREFIX = "SPDY/3.1+"
 OPEN_TIMEOUT = 10.0
 # CRI status -> the HTTP status the kubelet answers with.
@@ -155,6 +158,30 @@ def parse_request(path: str, query: list[tuple[str, str]]) -> StreamRequest:
     return req
 
 
+def upstream_offer(offered: list[str]) -> list[str]:
+    """What to offer the runtime: the client's list, plus v4 behind a lone v5.
+
+    kubectl 1.32 offers only v5; a runtime whose streaming server predates it
+    (containerd 1.6's CRI) speaks v4, whose framing is the same but for v5's
+    stream-close message (``v5_to_v4``)."""
+    if V5 in offered and V4 not in offered:
+        return [*offered, V4]
+    return offered
+
+
+def v5_to_v4(tty: bool) -> Translate:
+    """The client's v5 messages for a v4 runtime: v4 cannot close one stream, so a
+    close of stdin becomes ^D on a terminal (its end of input) and is dropped otherwise
+    (a command reading stdin to its end then waits: the limit of such runtimes)."""
+
+    def translate(message: bytes | str) -> bytes | str | None:
+        if isinstance(message, bytes) and message[:1] == bytes([CLOSE_SIGNAL]):
+            return bytes([STDIN]) + b"\x04" if tty and message[1:2] == bytes([STDIN]) else None
+        return message
+
+    return translate
+
+
 def websocket_url(url: str) -> str:
     """A runtime streaming URL (http[s]://...) as the WebSocket URL to dial."""
     if url.startswith("http://"):
@@ -198,7 +225,7 @@ class StreamingEndpoints:
                     not any(p.startswith(SPDY_TUNNEL_PREFIX) for p in offered):
                 raise StreamError(400, 'query parameter "port" is required')
             url = websocket_url(await self._runtime_url(req))
-            upstream = await _dial(url, offered)
+            upstream = await _dial(url, upstream_offer(offered))
         except StreamError as err:
             await _deny(scope, send, err.status, err.message)
             return
@@ -207,7 +234,10 @@ class StreamingEndpoints:
             return
         log.debug("streaming %s %s/%s via %s (%s)", req.kind, req.namespace, req.pod, url,
                   upstream.subprotocol)
-        await relay(receive, send, upstream)
+        if upstream.subprotocol == V4 and V4 not in offered:
+            await relay(receive, send, upstream, subprotocol=V5, translate=v5_to_v4(req.tty))
+        else:
+            await relay(receive, send, upstream)
 
     # -- checks and CRI ------------------------------------------------------------------
 
@@ -326,13 +356,18 @@ def _no_subprotocol(headers: Headers) -> Subprotocol | None:
     return None
 
 
-async def relay(receive: Receive, send: Send, upstream: ClientConnection) -> None:
+async def relay(receive: Receive, send: Send, upstream: ClientConnection, *,
+                subprotocol: str | None = None,
+                translate: Translate | None = None) -> None:
     """Accept the ASGI WebSocket with ``upstream``'s subprotocol and copy messages both ways.
 
     Whichever side closes first, the other is closed too; the upstream's close
-    code reaches the client (an abnormal end becomes 1011).
+    code reaches the client (an abnormal end becomes 1011). ``subprotocol``
+    overrides the one the client is told, ``translate`` rewrites (or drops, with
+    None) what the client sends: both for the v5 -> v4 downgrade.
     """
-    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+    await send({"type": "websocket.accept",
+                "subprotocol": subprotocol or upstream.subprotocol})
 
     async def from_client() -> None:
         while True:
@@ -342,8 +377,13 @@ async def relay(receive: Receive, send: Send, upstream: ClientConnection) -> Non
             if message["type"] != "websocket.receive":
                 continue
             data = message.get("bytes")
+            out: bytes | str | None = data if data is not None else message.get("text") or ""
+            if translate is not None:
+                out = translate(out)
+            if out is None:
+                continue
             try:
-                await upstream.send(data if data is not None else message.get("text") or "")
+                await upstream.send(out)
             except ConnectionClosed:
                 return
 

@@ -260,3 +260,26 @@ async def test_a_stopped_container_is_400_and_the_kubelet_refuses_unknown_names(
     async with httpx.AsyncClient(timeout=20) as http:
         resp = await http.get(f"{process_node.kubelet_url}/attach/default/done/main?output=1")
     assert resp.status_code == 400 and "is not running" in resp.text
+
+
+async def test_kubectls_v5_exec_on_every_runtime(node: Node) -> None:
+    """kubectl 1.32 offers only v5; containerd's own CRI speaks v4, and the kubelet
+    bridges the two."""
+    await start(node, busybox_pod("web", "sleep 3600"))
+    url = pod_url(node, "web", "exec", exec_query("sh", "-c", "echo out; exit 3",
+                                                  stdout=True, stderr=True))
+    async with await open_ws(url, V5) as ws:
+        session = await collect(ws)
+    assert session.subprotocol == V5
+    assert session.channels[1] == b"out\n"
+    assert session.status["reason"] == "NonZeroExitCode"
+    assert session.status["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
+
+    url = pod_url(node, "web", "exec", exec_query(
+        "sh", "-c", "read line; echo got-$line", stdin=True, stdout=True, tty=True))
+    async with await open_ws(url, V5) as ws:
+        await ws.send(b"\x04" + json.dumps({"Width": 120, "Height": 40}).encode())
+        await ws.send(b"\x00hello\n")
+        session = await collect(ws)
+    assert "got-hello" in session.channels[1].decode()
+    assert session.status["status"] == "Success"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pilothouse.services.kubelet.streaming import (
+    V4,
+    V5,
     StreamError,
     StreamRequest,
     parse_request,
+    upstream_offer,
+    v5_to_v4,
     websocket_url,
 )
 
@@ -54,3 +58,20 @@ def test_websocket_url() -> None:
     assert websocket_url("https://h:1/x") == "wss://h:1/x"
     with pytest.raises(StreamError):
         websocket_url("/relative/only")
+
+
+def test_a_lone_v5_offer_gets_v4_behind_it() -> None:
+    assert upstream_offer([V5]) == [V5, V4]
+    assert upstream_offer([V5, V4]) == [V5, V4]
+    assert upstream_offer(["SPDY/3.1+portforward.k8s.io"]) == ["SPDY/3.1+portforward.k8s.io"]
+    assert upstream_offer([]) == []
+
+
+def test_v5_messages_for_a_v4_runtime() -> None:
+    terminal, pipes = v5_to_v4(tty=True), v5_to_v4(tty=False)
+    assert terminal(b"\x00ls\n") == b"\x00ls\n"
+    assert terminal(b'\x04{"Width":80,"Height":24}') == b'\x04{"Width":80,"Height":24}'
+    assert terminal(b"\xff\x00") == b"\x00\x04"  # stdin closed: ^D at a terminal
+    assert pipes(b"\xff\x00") is None  # v4 cannot say it: dropped
+    assert terminal(b"\xff\x01") is None
+    assert terminal("0aGVsbG8=") == "0aGVsbG8="
