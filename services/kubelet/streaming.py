@@ -377,9 +377,8 @@ async def relay(receive: Receive, send: Send, upstream: ClientConnection, *,
             if message["type"] != "websocket.receive":
                 continue
             data = message.get("bytes")
-            out: bytes | str | None = data if data is not None else message.get("text") or ""
-            if translate is not None:
-                out = translate(out)
+            received: bytes | str = data if data is not None else message.get("text") or ""
+            out = translate(received) if translate is not None else received
             if out is None:
                 continue
             try:
