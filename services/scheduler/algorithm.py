@@ -11,11 +11,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain, compress
+from operator import attrgetter
 
 from pilothouse.services.scheduler.framework import (
     CycleState,
+    FilterColumn,
     Framework,
     NodeInfo,
+    NodeSlots,
     NodeToStatus,
     PodInfo,
     ScoreRecord,
@@ -116,6 +120,9 @@ class SchedulingAlgorithm:
         self.rng = rng or random.Random()
         self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
         self.next_start_node_index = 0
+        #: The slots of the last cycle's feasible nodes when filter columns found them
+        #: (score columns then gather at them); None otherwise.
+        self._slots: NodeSlots | None = None
 
     def schedule(self, fwk: Framework, state: CycleState, pod: PodInfo, snapshot: Snapshot,
                  *, record: bool = False) -> ScheduleResult:
@@ -123,6 +130,7 @@ class SchedulingAlgorithm:
         all_nodes = snapshot.node_info_list
         if not all_nodes:
             raise FitError(pod, 0, Diagnosis())
+        self._slots = None
         feasible, diagnosis, evaluated = self.find_nodes_that_fit(fwk, state, pod, snapshot)
         if not feasible:
             raise FitError(pod, len(all_nodes), diagnosis)
@@ -133,14 +141,21 @@ class SchedulingAlgorithm:
         status = fwk.run_pre_score(state, pod, feasible)
         if status is not None:
             raise SchedulingError(status)
-        totals = fwk.run_score(state, pod, feasible, records)
+        if self._slots is None and len(snapshot.slot_of) == len(all_nodes):
+            try:
+                self._slots = NodeSlots(len(all_nodes), slots=list(
+                    map(snapshot.slot_of.__getitem__, map(_NAME, feasible))))
+            except KeyError:  # a node from outside the snapshot's list: no columns
+                self._slots = None
+        totals = fwk.run_score(state, pod, feasible, records, snapshot=snapshot,
+                               slots=self._slots)
         if isinstance(totals, Status):
             raise SchedulingError(totals)
         host = self.select_host(feasible, totals)
         result = ScheduleResult(host, evaluated, len(feasible),
                                 node_to_status=diagnosis.node_to_status)
         if record:
-            result.scored_nodes = [n.name for n in feasible]
+            result.scored_nodes = list(map(_NAME, feasible))
             result.totals = totals
             result.score_records = records or []
         return result
@@ -148,9 +163,10 @@ class SchedulingAlgorithm:
     def select_host(self, nodes: list[NodeInfo], totals: list[int]) -> str:
         """The best-scoring node; ties broken uniformly at random."""
         best = max(totals)
-        ties = [i for i, t in enumerate(totals) if t == best]
-        i = ties[0] if len(ties) == 1 else ties[self.rng.randrange(len(ties))]
-        return nodes[i].name
+        if totals.count(best) == 1:
+            return nodes[totals.index(best)].name
+        ties = list(compress(range(len(totals)), map(best.__eq__, totals)))
+        return nodes[ties[self.rng.randrange(len(ties))]].name
 
     def find_nodes_that_fit(self, fwk: Framework, state: CycleState, pod: PodInfo,
                             snapshot: Snapshot) -> tuple[list[NodeInfo], Diagnosis, int]:
@@ -187,8 +203,19 @@ class SchedulingAlgorithm:
             for n in all_nodes:
                 if n.name not in names:
                     diagnosis.node_to_status[n.name] = absent
-        feasible, evaluated = self._filter(fwk, state, pod, nodes, diagnosis.node_to_status,
-                                           len(all_nodes))
+        columns: list[tuple[str, FilterColumn]] = []
+        rest = 0
+        if nodes is all_nodes and all_nodes and not fwk.handle.nominated_node_names():
+            got = fwk.filter_columns(state, pod, snapshot)
+            if isinstance(got, Status):
+                raise SchedulingError(got)
+            columns, rest = got
+        if columns:
+            feasible, evaluated = self._filter_by_columns(
+                fwk, state, pod, snapshot, columns, rest, diagnosis.node_to_status)
+        else:
+            feasible, evaluated = self._filter(fwk, state, pod, nodes,
+                                               diagnosis.node_to_status, len(all_nodes))
         for s in diagnosis.node_to_status.values():
             if s.plugin:
                 diagnosis.unschedulable_plugins.add(s.plugin)
@@ -230,6 +257,120 @@ class SchedulingAlgorithm:
         self.next_start_node_index = (start + processed) % n
         return feasible, processed
 
+    def _filter_by_columns(self, fwk: Framework, state: CycleState, pod: PodInfo,
+                           snapshot: Snapshot, columns: list[tuple[str, FilterColumn]],
+                           rest: int, statuses: NodeToStatus) -> tuple[list[NodeInfo], int]:
+        """``_filter`` when the leading filter plugins gave verdict columns: the nodes they
+        pass come from one byte mask (C-level slicing, counting and ``compress``); the
+        plugins from ``rest`` on run per batch on those nodes only. Same nodes, same
+        order, same verdicts and the same next start index as ``_filter``."""
+        nodes = snapshot.node_info_list
+        n = len(nodes)
+        to_find = num_feasible_nodes_to_find(
+            fwk.percentage_of_nodes_to_score if fwk.percentage_of_nodes_to_score is not None
+            else self.percentage_of_nodes_to_score, n)
+        start = self.next_start_node_index % n
+        failing = [(name, col) for name, col in columns if col.failed]
+        if not failing:
+            mask: bytes | None = None
+        elif len(failing) == 1:
+            mask = bytes(failing[0][1].passed)
+        else:
+            # Bytes of 0/1 ANDed as one big integer: byte i stays 1 iff every column passes.
+            m = int.from_bytes(failing[0][1].passed, "little")
+            for _, col in failing[1:]:
+                m &= int.from_bytes(col.passed, "little")
+            mask = m.to_bytes(n, "little")
+        skip = state.skip_filter_plugins
+        batched = any(pl.name not in skip for pl in fwk.filter_plugins[rest:])
+        if mask is None and not batched:
+            # Everything passes: the next to_find nodes in ring order.
+            count = min(to_find, n)
+            self.next_start_node_index = (start + count) % n
+            self._slots = NodeSlots(n, start, count)
+            end = start + count
+            return (nodes[start:end] if end <= n else nodes[start:] + nodes[:end - n]), count
+        ring = (mask[start:] + mask[:start]) if mask is not None else None
+        if not batched:
+            assert ring is not None
+            # _filter's batches, counted instead of filtered: where the to_find-th passing
+            # node is (processed) and where its batch ends (failures are recorded up to
+            # there, as filtering the whole batch records them).
+            found = processed = 0
+            batch_end = n
+            while processed < n and found < to_find:
+                size = min(n - processed, max(to_find - found, 32))
+                passing = ring.count(1, processed, processed + size)
+                if found + passing > to_find:
+                    batch_end = processed + size
+                    # The smallest prefix of the batch holding the nodes still needed.
+                    lo, hi = processed, processed + size
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if found + ring.count(1, processed, mid) >= to_find:
+                            hi = mid
+                        else:
+                            lo = mid + 1
+                    processed = lo
+                    break
+                found += passing
+                processed += size
+                batch_end = processed
+            self._record_column_failures(nodes, ring, start, batch_end, failing, statuses)
+            slots = list(compress(chain(range(start, n), range(start)), ring[:processed]))
+            self._slots = NodeSlots(n, slots=slots)
+            self.next_start_node_index = (start + processed) % n
+            return list(map(nodes.__getitem__, slots)), processed
+        # Plugins without columns follow: batches of column-passing nodes through them.
+        feasible: list[NodeInfo] = []
+        processed = 0
+        while processed < n and len(feasible) < to_find:
+            size = min(n - processed, max(to_find - len(feasible), 32))
+            lo = (start + processed) % n
+            chunk = nodes[lo:lo + size]
+            if len(chunk) < size:
+                chunk += nodes[:size - len(chunk)]
+            if ring is not None:
+                sel = ring[processed:processed + size]
+                cand = list(compress(chunk, sel))
+                self._record_column_failures(nodes, ring, start, processed + size, failing,
+                                             statuses, processed)
+            else:
+                cand = chunk
+            passed = fwk.filter_nodes(state, pod, cand, statuses, first=rest) if cand else []
+            if isinstance(passed, Status):
+                raise SchedulingError(passed)
+            if len(feasible) + len(passed) > to_find:
+                passed = passed[:to_find - len(feasible)]
+                feasible.extend(passed)
+                size = _index(chunk, passed[-1]) + 1
+            else:
+                feasible.extend(passed)
+            processed += size
+        self.next_start_node_index = (start + processed) % n
+        return feasible, processed
+
+    @staticmethod
+    def _record_column_failures(nodes: list[NodeInfo], ring: bytes, start: int, end: int,
+                                failing: list[tuple[str, FilterColumn]],
+                                statuses: NodeToStatus, begin: int = 0) -> None:
+        """Statuses of the nodes at ring positions [begin, end) that a column rejects:
+        the first rejecting plugin's (in plugin order), as ``filter_nodes`` gives."""
+        n = len(nodes)
+        i = ring.find(0, begin, end)
+        while i >= 0:
+            slot = i + start
+            if slot >= n:
+                slot -= n
+            for name, col in failing:
+                s = col.values[slot]
+                if s is not None:
+                    if s.code is Code.ERROR:
+                        raise SchedulingError(s.with_plugin(name))
+                    statuses[nodes[slot].name] = s if s.plugin == name else s.with_plugin(name)
+                    break
+            i = ring.find(0, i + 1, end)
+
     @staticmethod
     def _filter_with_nominated(fwk: Framework, state: CycleState, pod: PodInfo,
                                chunk: list[NodeInfo], statuses: NodeToStatus,
@@ -252,6 +393,9 @@ class SchedulingAlgorithm:
                 else:
                     statuses[ni.name] = s
         return out
+
+
+_NAME = attrgetter("name")
 
 
 def _index(nodes: list[NodeInfo], target: NodeInfo) -> int:

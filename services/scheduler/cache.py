@@ -230,6 +230,7 @@ class Cache:
                     had_anti != bool(existing.pods_with_required_anti_affinity):
                 flipped.append((existing, had_aff, had_anti))
         snapshot.generation = newest
+        snapshot.images = self._images
         if len(snapshot.node_info_map) > self._live_nodes:
             for name in [n for n in snapshot.node_info_map
                          if n not in self._nodes or self._nodes[n].node is None]:

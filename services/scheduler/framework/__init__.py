@@ -1,5 +1,11 @@
 """Kubernetes' scheduling framework: statuses, cycle state, extension points, node snapshot."""
 
+from pilothouse.services.scheduler.framework.columns import (
+    Column,
+    ColumnStore,
+    FilterColumn,
+    NodeSlots,
+)
 from pilothouse.services.scheduler.framework.cycle_state import CycleState
 from pilothouse.services.scheduler.framework.interface import (
     MAX_NODE_SCORE,
@@ -27,10 +33,14 @@ __all__ = [
     "MIN_NODE_SCORE",
     "ClusterEvent",
     "Code",
+    "Column",
+    "ColumnStore",
     "CycleState",
+    "FilterColumn",
     "Framework",
     "Handle",
     "NodeInfo",
+    "NodeSlots",
     "NodeToStatus",
     "PluginSpec",
     "PodInfo",

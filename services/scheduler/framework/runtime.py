@@ -19,6 +19,7 @@ from itertools import repeat
 from operator import add, mul
 from typing import Any
 
+from pilothouse.services.scheduler.framework.columns import FilterColumn, NodeSlots
 from pilothouse.services.scheduler.framework.cycle_state import CycleState
 from pilothouse.services.scheduler.framework.interface import (
     MAX_NODE_SCORE,
@@ -28,6 +29,7 @@ from pilothouse.services.scheduler.framework.interface import (
     PostFilterResult,
     PreFilterResult,
 )
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.framework.status import Code, Status
 from pilothouse.services.scheduler.framework.types import NodeInfo, PodInfo
 
@@ -129,6 +131,12 @@ class Framework:
                     if weight < 0:
                         raise ValueError(f"score plugin {spec.name!r}: weight must be positive")
                     self.score_weights[spec.name] = weight
+        #: Score plugins whose scores are in [MIN_NODE_SCORE, MAX_NODE_SCORE] by
+        #: construction (``SCORES_IN_RANGE``, in-tree plugins whose unit tables check it):
+        #: their per-node range check is left out.
+        self._scores_in_range = frozenset(
+            spec.name for spec in profile.plugins.get("score", [])
+            if getattr(self.plugins[spec.name], "SCORES_IN_RANGE", False))
         self.pre_enqueue_plugins = points["preEnqueue"]
         if len(points["queueSort"]) != 1:
             raise ValueError(f"profile {profile.scheduler_name!r}: exactly one queueSort plugin "
@@ -204,17 +212,46 @@ class Framework:
         self.observe("PreFilter", _code_name(status), time.perf_counter() - start)
         return result, status
 
+    def filter_columns(self, state: CycleState, pod: PodInfo, snapshot: Snapshot,
+                       ) -> tuple[list[tuple[str, FilterColumn]], int] | Status:
+        """Verdict columns of the leading filter plugins (in order, skipped ones left
+        out) that have one for this pod, and the index in ``filter_plugins`` of the first
+        plugin that has none (``filter_nodes(..., first=that)`` runs the rest).
+
+        A plugin may define ``filter_column(state, pod, snapshot)`` returning a
+        ``FilterColumn`` (its ``filter`` verdict for every node of the snapshot, by slot)
+        or None (not for this pod: this plugin and the ones after it run per batch)."""
+        skip = state.skip_filter_plugins
+        out: list[tuple[str, FilterColumn]] = []
+        for i, pl in enumerate(self.filter_plugins):
+            name = pl.name
+            if name in skip:
+                continue
+            fc = getattr(pl, "filter_column", None)
+            if fc is None:
+                return out, i
+            try:
+                col = fc(state, pod, snapshot)
+            except Exception as exc:
+                return Status.as_error(RuntimeError(f"{name}: {exc!r}"), name)
+            if col is None:
+                return out, i
+            out.append((name, col))
+        return out, len(self.filter_plugins)
+
     def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
-                     statuses: NodeToStatus) -> list[NodeInfo] | Status:
+                     statuses: NodeToStatus, first: int = 0) -> list[NodeInfo] | Status:
         """The nodes of ``nodes`` that pass every filter, in order; failures go into
-        ``statuses``. An ERROR status from a plugin is returned instead.
+        ``statuses``. An ERROR status from a plugin is returned instead. ``first``: the
+        index in ``filter_plugins`` to start at (the ones before have passed ``nodes``).
 
         A plugin may define ``filter_many(state, pod, nodes)`` returning one verdict
         per node (the same as calling ``filter`` on each): one call per batch instead
         of one per node."""
         skip = state.skip_filter_plugins
         survivors = nodes
-        for pl in self.filter_plugins:
+        plugins = self.filter_plugins[first:] if first else self.filter_plugins
+        for pl in plugins:
             name = pl.name
             if name in skip:
                 continue
@@ -371,11 +408,21 @@ class Framework:
         return status
 
     def run_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
-                  records: list[ScoreRecord] | None = None) -> list[int] | Status:
+                  records: list[ScoreRecord] | None = None, *,
+                  snapshot: Snapshot | None = None,
+                  slots: NodeSlots | None = None) -> list[int] | Status:
         """Weighted total per node (aligned with ``nodes``). With ``records``, each
-        plugin's raw and normalized scores are appended to it (explain)."""
+        plugin's raw and normalized scores are appended to it (explain).
+
+        With ``snapshot`` and ``slots`` (the slots of ``nodes`` in its node list), a
+        plugin defining ``score_column(state, pod, snapshot)`` may return its raw score
+        for every node by slot (or None: not for this pod), gathered at ``slots``."""
         start = time.perf_counter()
-        totals = [0] * len(nodes)
+        n = len(nodes)
+        # Weighted score lists to add up, and what every node gets alike (a plugin that
+        # gave all nodes one score adds to ``offset`` instead of a pass over the nodes).
+        parts: list[list[int]] = []
+        offset = 0
         skip = state.skip_score_plugins
         for pl in self.score_plugins:
             name = pl.name
@@ -383,7 +430,14 @@ class Framework:
                 continue
             try:
                 many = getattr(pl, "score_nodes", None)
-                if many is not None:
+                column = (getattr(pl, "score_column", None) if slots is not None
+                          else None)
+                values = (column(state, pod, snapshot) if column is not None
+                          else None)
+                if values is not None:
+                    assert slots is not None
+                    scores = slots.gather(values)
+                elif many is not None:
                     scores = many(state, pod, nodes)
                     if isinstance(scores, Status):
                         return scores.with_plugin(name)
@@ -403,7 +457,16 @@ class Framework:
                         return s.with_plugin(name)
             except Exception as exc:
                 return Status.as_error(exc, name)
-            if scores and (min(scores) < MIN_NODE_SCORE or max(scores) > MAX_NODE_SCORE):
+            if len(scores) != n:
+                return Status.as_error(f"plugin {name} returned {len(scores)} scores for "
+                                       f"{n} nodes", name)
+            if not scores:
+                continue
+            first = scores[0]
+            same = scores.count(first) == n
+            if (same and not MIN_NODE_SCORE <= first <= MAX_NODE_SCORE) or (
+                    not same and name not in self._scores_in_range and
+                    (min(scores) < MIN_NODE_SCORE or max(scores) > MAX_NODE_SCORE)):
                 bad = next(x for x in scores if not MIN_NODE_SCORE <= x <= MAX_NODE_SCORE)
                 return Status.as_error(f"plugin {name} returns an invalid score {bad}, it "
                                        f"should in the range of [{MIN_NODE_SCORE}, "
@@ -411,14 +474,17 @@ class Framework:
             weight = self.score_weights[name]
             if records is not None:
                 records.append(ScoreRecord(name, weight, raw, list(scores)))
-            if len(scores) != len(totals):
-                return Status.as_error(f"plugin {name} returned {len(scores)} scores for "
-                                       f"{len(totals)} nodes", name)
-            # map() with operator functions: the per-node additions run in C.
-            if weight == 1:
-                totals = list(map(add, totals, scores))
+            if same:
+                offset += first * weight
             else:
-                totals = list(map(add, totals, map(mul, scores, repeat(weight))))
+                parts.append(scores if weight == 1 else list(map(mul, scores, repeat(weight))))
+        # map()/zip()/sum() with C functions: the per-node additions run in C.
+        if not parts:
+            totals = [offset] * n
+        elif len(parts) == 1:
+            totals = list(map(add, parts[0], repeat(offset)))
+        else:
+            totals = list(map(sum, zip(*parts, strict=True), repeat(offset)))
         self.observe("Score", "Success", time.perf_counter() - start)
         return totals
 

@@ -10,7 +10,10 @@ two affinity lists (whose order carries no meaning).
 
 ``node_info_list`` is ordered as Kubernetes' node tree orders it: zones
 interleaved (first node of each zone, then the second of each, ...), so
-scoring a fraction of the nodes still spreads over every zone.
+scoring a fraction of the nodes still spreads over every zone. A node's index
+in it is its "slot" (``slot_of``); ``list_version`` moves whenever the list is
+rebuilt, which is when slots change meaning (per-node columns, ``columns.py``,
+are keyed by it).
 
 The snapshot also keeps a change log: the names of the NodeInfos that were
 updated, added or removed, in order (``changed_since``). Plugins that keep
@@ -94,6 +97,12 @@ class Snapshot:
         self.node_info_list: list[NodeInfo] = []
         self.have_pods_with_affinity_list: list[NodeInfo] = []
         self.have_pods_with_required_anti_affinity_list: list[NodeInfo] = []
+        #: node name -> its index in ``node_info_list`` (a node's "slot").
+        self.slot_of: dict[str, int] = {}
+        #: Moves whenever ``node_info_list`` is rebuilt (slots change meaning).
+        self.list_version = 0
+        #: Every image some node has, by name (the states NodeInfos share); None: unknown.
+        self.images: dict[str, ImageState] | None = None
         self.generation = 0
         #: The cache's node-tree version this snapshot's list was built from.
         self.tree_version = -1
@@ -137,6 +146,7 @@ class Snapshot:
         images: dict[str, ImageState] = {}
         for info in snap.node_info_map.values():
             add_node_images(info, images)
+        snap.images = images
         for pod in pods:
             pi = pod if isinstance(pod, PodInfo) else PodInfo(pod)
             target = snap.node_info_map.get(pi.node_name)
@@ -150,6 +160,8 @@ class Snapshot:
         if ordered_names is not None:
             self.node_info_list = [self.node_info_map[n] for n in ordered_names
                                    if n in self.node_info_map]
+            self.slot_of = {ni.name: i for i, ni in enumerate(self.node_info_list)}
+            self.list_version += 1
         self.have_pods_with_affinity_list = [
             n for n in self.node_info_list if n.pods_with_affinity]
         self.have_pods_with_required_anti_affinity_list = [

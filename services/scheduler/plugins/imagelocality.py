@@ -36,6 +36,8 @@ def calculate_priority(sum_scores: int, num_containers: int) -> int:
 
 class ImageLocality:
     name = IMAGE_LOCALITY
+    #: Scores in [0, 100] by construction (the framework skips its range check).
+    SCORES_IN_RANGE: Final = True
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
@@ -72,5 +74,8 @@ class ImageLocality:
         if not images:
             return [0] * len(nodes)
         nothing = calculate_priority(0, len(images))
+        known = self.handle.snapshot.images
+        if known is not None and not any(name in known for name in images):
+            return [nothing] * len(nodes)  # no node has any of them
         f = self.score
         return [nothing if not ni.image_states else f(state, pod, ni) for ni in nodes]

@@ -17,13 +17,16 @@ from pilothouse.api.selectors import CompiledNodeSelector, compile_node_selector
 from pilothouse.services.scheduler.framework import (
     MAX_NODE_SCORE,
     ClusterEvent,
+    ColumnStore,
     CycleState,
+    FilterColumn,
     Handle,
     NodeInfo,
     PodInfo,
     PreFilterResult,
     Status,
 )
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.plugins.helpers import default_normalize_score
 from pilothouse.services.scheduler.plugins.names import NODE_AFFINITY
 
@@ -110,6 +113,8 @@ class _PreFilterState:
 
 class NodeAffinity:
     name = NODE_AFFINITY
+    #: Scores in [0, 100] by construction (the framework skips its range check).
+    SCORES_IN_RANGE: Final = True
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
@@ -131,6 +136,7 @@ class NodeAffinity:
                 if sel.errors:
                     raise ValueError(f"addedAffinity.preferred[{i}]: " + "; ".join(sel.errors))
                 self.added_preferred.append((int(p.get("weight", 0)), sel))
+        self._columns: ColumnStore[FilterColumn] = ColumnStore(FilterColumn)
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Node", "Add"), ClusterEvent("Node", "Update"),
@@ -187,6 +193,24 @@ class NodeAffinity:
             else:
                 append(None if required.matches_memo(ni) else _REJECT_POD)
         return out
+
+    def filter_column(self, state: CycleState, pod: PodInfo,
+                      snapshot: Snapshot) -> FilterColumn | None:
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is None:
+            return None
+        required = s.required
+        added = self.added_required
+
+        def make() -> Any:
+            def verdict(ni: NodeInfo) -> Status | None:
+                if added is not None and not added.matches(ni.labels,
+                                                            {"metadata.name": ni.name}):
+                    return _REJECT_ENFORCED
+                return None if required.matches(ni) else _REJECT_POD
+            return verdict
+        # The verdict depends on the node and the pod's nodeSelector/required terms only.
+        return self._columns.get(snapshot, required.key, make)
 
     # -- Score ---------------------------------------------------------------------------
 

@@ -11,13 +11,16 @@ from typing import Any, Final
 
 from pilothouse.services.scheduler.framework import (
     ClusterEvent,
+    ColumnStore,
     CycleState,
+    FilterColumn,
     Handle,
     NodeInfo,
     PodInfo,
     PreFilterResult,
     Status,
 )
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.plugins.names import NODE_PORTS
 
 __all__ = ["NodePorts", "fits_ports"]
@@ -45,7 +48,7 @@ class NodePorts:
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
-        pass
+        self._columns: ColumnStore[FilterColumn] = ColumnStore(FilterColumn)
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("AssignedPod", "Delete"), ClusterEvent("Node", "Add")]
@@ -58,3 +61,11 @@ class NodePorts:
 
     def filter(self, state: CycleState, pod: PodInfo, ni: NodeInfo) -> Status | None:
         return None if fits_ports(pod.ports, ni.used_ports) else _REJECT
+
+    def filter_column(self, state: CycleState, pod: PodInfo,
+                      snapshot: Snapshot) -> FilterColumn | None:
+        wanted = pod.ports
+
+        def make() -> Any:
+            return lambda ni: None if fits_ports(wanted, ni.used_ports) else _REJECT
+        return self._columns.get(snapshot, wanted, make)

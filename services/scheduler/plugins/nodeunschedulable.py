@@ -8,12 +8,15 @@ from typing import Any, Final
 
 from pilothouse.services.scheduler.framework import (
     ClusterEvent,
+    ColumnStore,
     CycleState,
+    FilterColumn,
     Handle,
     NodeInfo,
     PodInfo,
     Status,
 )
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.framework.types import Taint
 from pilothouse.services.scheduler.plugins.names import NODE_UNSCHEDULABLE
 
@@ -35,7 +38,7 @@ class NodeUnschedulable:
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
-        pass
+        self._columns: ColumnStore[FilterColumn] = ColumnStore(FilterColumn)
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Node", "Add"), ClusterEvent("Node", "Update")]
@@ -48,3 +51,11 @@ class NodeUnschedulable:
     def filter_many(self, state: CycleState, pod: PodInfo,
                     nodes: list[NodeInfo]) -> list[Status | None]:
         return [None if not ni.unschedulable or fits(pod, ni) else _REJECT for ni in nodes]
+
+    def filter_column(self, state: CycleState, pod: PodInfo,
+                      snapshot: Snapshot) -> FilterColumn | None:
+        tolerated = any(t.tolerates(UNSCHEDULABLE_TAINT) for t in pod.tolerations)
+
+        def make() -> Any:
+            return lambda ni: None if not ni.unschedulable or tolerated else _REJECT
+        return self._columns.get(snapshot, tolerated, make)

@@ -9,12 +9,16 @@ from typing import Any, Final
 from pilothouse.services.scheduler.framework import (
     MAX_NODE_SCORE,
     ClusterEvent,
+    ColumnStore,
     CycleState,
+    FilterColumn,
     Handle,
     NodeInfo,
     PodInfo,
     Status,
 )
+from pilothouse.services.scheduler.framework.columns import Column
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.framework.types import Taint, Toleration
 from pilothouse.services.scheduler.plugins.helpers import default_normalize_score
 from pilothouse.services.scheduler.plugins.names import TAINT_TOLERATION
@@ -35,10 +39,14 @@ def untolerated_taint(pod: PodInfo, ni: NodeInfo) -> Taint | None:
 
 class TaintToleration:
     name = TAINT_TOLERATION
+    #: Scores in [0, 100] by construction (the framework skips its range check).
+    SCORES_IN_RANGE: Final = True
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
         self._statuses: dict[Taint, Status] = {}
+        self._filter_columns: ColumnStore[FilterColumn] = ColumnStore(FilterColumn)
+        self._score_columns: ColumnStore[Column[int]] = ColumnStore(Column)
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Node", "Add"), ClusterEvent("Node", "Update"),
@@ -63,6 +71,14 @@ class TaintToleration:
         f = self.filter
         return [None if not ni.schedule_taints else f(state, pod, ni) for ni in nodes]
 
+    def filter_column(self, state: CycleState, pod: PodInfo,
+                      snapshot: Snapshot) -> FilterColumn | None:
+        # The verdict depends on the pod's tolerations only (the state is not read).
+        def make() -> Any:
+            f = self.filter
+            return lambda ni: None if not ni.schedule_taints else f(state, pod, ni)
+        return self._filter_columns.get(snapshot, pod.tolerations, make)
+
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
         state.write(_KEY, tuple(t for t in pod.tolerations
                                 if not t.effect or t.effect == "PreferNoSchedule"))
@@ -78,6 +94,20 @@ class TaintToleration:
     def score_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         f = self.score
         return [0 if not ni.prefer_no_schedule_taints else f(state, pod, ni) for ni in nodes]
+
+    def score_column(self, state: CycleState, pod: PodInfo,
+                     snapshot: Snapshot) -> list[int] | None:
+        tolerations: tuple[Toleration, ...] = state.get(_KEY, pod.tolerations)
+
+        def make() -> Any:
+            def count(ni: NodeInfo) -> int:
+                if not ni.prefer_no_schedule_taints:
+                    return 0
+                return sum(1 for taint in ni.prefer_no_schedule_taints
+                           if not any(t.tolerates(taint) for t in tolerations))
+            return count
+        col = self._score_columns.get(snapshot, tolerations, make)
+        return col.values if col is not None else None
 
     def normalize_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
                         scores: list[int]) -> Status | None:

@@ -47,7 +47,29 @@ def filter_all(plugin_cls: Any, pod: core_pb2.Pod, nodes: Sequence[core_pb2.Node
     if hasattr(plugin, "filter_many"):
         many = plugin.filter_many(state, pi, snap.list())
         assert dict(zip(out, many, strict=True)) == out, "filter_many and filter disagree"
+    if hasattr(plugin, "filter_column"):
+        check_filter_column(plugin, state, pi, snap, out)
     return out
+
+
+def check_filter_column(plugin: Any, state: CycleState, pi: PodInfo, snap: Snapshot,
+                        expected: Mapping[str, Status | None]) -> None:
+    """The plugin's verdict column (built on the shape's second use) says what
+    ``filter`` says for every node, and its pass mask and failure count agree."""
+    col = None
+    for _ in range(3):
+        col = plugin.filter_column(state, pi, snap)
+        if col is not None:
+            break
+    assert col is not None, "no filter column for a repeated shape"
+    for ni in snap.list():
+        want = expected[ni.name]
+        if want is not None and want.is_success():
+            want = None
+        got = col.values[snap.slot_of[ni.name]]
+        assert got == want, f"filter_column and filter disagree on {ni.name}"
+    assert list(col.passed) == [1 if v is None else 0 for v in col.values]
+    assert col.failed == sum(1 for v in col.values if v is not None)
 
 
 def reasons(verdicts: Mapping[str, Status | None]) -> dict[str, str]:
@@ -72,6 +94,15 @@ def score_all(plugin_cls: Any, pod: core_pb2.Pod, nodes: Sequence[core_pb2.Node]
         scores = plugin.score_nodes(state, pi, feasible)
         slow = [plugin.score(state, pi, n) for n in feasible]
         assert scores == slow, "score_nodes and score disagree"
+        if hasattr(plugin, "score_column"):
+            column = None
+            for _ in range(3):
+                column = plugin.score_column(state, pi, snap)
+                if column is not None:
+                    break
+            assert column is not None, "no score column for a repeated shape"
+            assert [column[snap.slot_of[n.name]] for n in feasible] == slow, \
+                "score_column and score disagree"
     else:
         scores = [plugin.score(state, pi, n) for n in feasible]
     if hasattr(plugin, "normalize_score"):

@@ -7,17 +7,20 @@ pod's and the node's actual requests (no non-zero defaults).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from pilothouse.services.scheduler.framework import (
     ClusterEvent,
+    Column,
+    ColumnStore,
     CycleState,
     Handle,
     NodeInfo,
     PodInfo,
     Status,
 )
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.plugins.names import NODE_RESOURCES_BALANCED_ALLOCATION
 from pilothouse.services.scheduler.plugins.noderesources.scorers import (
     ScoreMemo,
@@ -34,6 +37,8 @@ _KEY: Final = "PreScore" + NAME
 
 class BalancedAllocation:
     name = NAME
+    #: Scores in [0, 100] by construction (the framework skips its range check).
+    SCORES_IN_RANGE: Final = True
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
@@ -41,6 +46,7 @@ class BalancedAllocation:
         self.resources = parse_resources(args.get("resources"))
         self._fast = [r.name for r in self.resources] == ["cpu", "memory"]
         self._memo = ScoreMemo()
+        self._columns: ColumnStore[Column[int]] = ColumnStore(Column)
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("AssignedPod", "Delete"), ClusterEvent("Node", "Add"),
@@ -76,7 +82,7 @@ class BalancedAllocation:
         if not self._fast:
             return [self.score(state, pod, ni) for ni in nodes]
         reqs = state.get(_KEY) or self._pod_requests(pod)
-        pc, pm = reqs
+        one = _cpu_mem_scorer(reqs)
         table = self._memo.table(reqs)
         out = []
         for ni in nodes:
@@ -84,18 +90,37 @@ class BalancedAllocation:
             if e is not None and e[0] == ni.generation:
                 out.append(e[1])
                 continue
-            ac, am = ni.alloc_cpu, ni.alloc_mem
-            if ac and am:
-                fc = (ni.req_cpu + pc) / ac
-                fm = (ni.req_mem + pm) / am
-                fc = fc if fc < 1.0 else 1.0
-                fm = fm if fm < 1.0 else 1.0
-                score = int((1 - abs((fc - fm) / 2)) * 100)
-            else:
-                score = 100  # one fraction or none: no deviation
+            score = one(ni)
             table[ni.name] = (ni.generation, score)
             out.append(score)
         return out
+
+    def score_column(self, state: CycleState, pod: PodInfo,
+                     snapshot: Snapshot) -> list[int] | None:
+        reqs = state.get(_KEY) or self._pod_requests(pod)
+
+        def make() -> Callable[[NodeInfo], int]:
+            if self._fast:
+                return _cpu_mem_scorer(reqs)
+            return lambda ni: self.score(state, pod, ni)
+        col = self._columns.get(snapshot, reqs, make)
+        return col.values if col is not None else None
+
+
+def _cpu_mem_scorer(reqs: tuple[int, ...]) -> Callable[[NodeInfo], int]:
+    """The score over cpu and memory for one request vector."""
+    pc, pm = reqs
+
+    def one(ni: NodeInfo) -> int:
+        ac, am = ni.alloc_cpu, ni.alloc_mem
+        if ac and am:
+            fc = (ni.req_cpu + pc) / ac
+            fm = (ni.req_mem + pm) / am
+            fc = fc if fc < 1.0 else 1.0
+            fm = fm if fm < 1.0 else 1.0
+            return int((1 - abs((fc - fm) / 2)) * 100)
+        return 100  # one fraction or none: no deviation
+    return one
 
 
 def new(args: Mapping[str, Any] | None, handle: Handle) -> BalancedAllocation:

@@ -13,18 +13,22 @@ Score: ``scoringStrategy`` LeastAllocated (default: spread), MostAllocated
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pilothouse.services.scheduler.framework import (
     ClusterEvent,
+    Column,
+    ColumnStore,
     CycleState,
+    FilterColumn,
     Handle,
     NodeInfo,
     PodInfo,
     Status,
 )
+from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.plugins.names import NODE_RESOURCES_FIT
 from pilothouse.services.scheduler.plugins.noderesources.scorers import (
     ScoreMemo,
@@ -114,6 +118,8 @@ class Fit:
     """Kubernetes' NodeResourcesFit plugin."""
 
     name = NAME
+    #: Scores in [0, 100] by construction (the framework skips its range check).
+    SCORES_IN_RANGE: Final = True
 
     def __init__(self, args: Mapping[str, Any] | None = None,
                  handle: Handle | None = None) -> None:
@@ -132,6 +138,8 @@ class Fit:
         self._fast_cpu_mem = (kind in ("LeastAllocated", "MostAllocated") and
                               [r.name for r in resources] == ["cpu", "memory"])
         self._memo = ScoreMemo()
+        self._filter_columns: ColumnStore[FilterColumn] = ColumnStore(FilterColumn)
+        self._score_columns: ColumnStore[Column[int]] = ColumnStore(Column)
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("AssignedPod", "Delete"), ClusterEvent("Node", "Add"),
@@ -171,6 +179,16 @@ class Fit:
                          (not mem or mem <= ni.alloc_mem - ni.req_mem))
                 else f(state, pod, ni) for ni in nodes]
 
+    def filter_column(self, state: CycleState, pod: PodInfo,
+                      snapshot: Snapshot) -> FilterColumn | None:
+        # The verdict depends on the pod's requests only (the state is not read).
+        key = (pod.req_cpu, pod.req_mem, pod.req_eph, tuple(sorted(pod.req_scalar.items())))
+
+        def make() -> Any:
+            f = self.filter
+            return lambda ni: f(state, pod, ni)
+        return self._filter_columns.get(snapshot, key, make)
+
     # -- Score -----------------------------------------------------------------------
 
     def _pod_requests(self, pod: PodInfo) -> tuple[int, ...]:
@@ -200,9 +218,7 @@ class Fit:
         reqs = s.pod_requests if s is not None else self._pod_requests(pod)
         if not self._fast_cpu_mem:
             return [resource_score(self.strategy, ni, reqs, use_requested=False) for ni in nodes]
-        pc, pm = reqs
-        wc, wm = self.strategy.weights
-        least = self.strategy.kind == "LeastAllocated"
+        one = self._cpu_mem_scorer(reqs)
         table = self._memo.table(reqs)
         out = []
         for ni in nodes:
@@ -210,6 +226,18 @@ class Fit:
             if e is not None and e[0] == ni.generation:
                 out.append(e[1])
                 continue
+            score = one(ni)
+            table[ni.name] = (ni.generation, score)
+            out.append(score)
+        return out
+
+    def _cpu_mem_scorer(self, reqs: tuple[int, ...]) -> Callable[[NodeInfo], int]:
+        """LeastAllocated/MostAllocated over cpu and memory for one request vector."""
+        pc, pm = reqs
+        wc, wm = self.strategy.weights
+        least = self.strategy.kind == "LeastAllocated"
+
+        def one(ni: NodeInfo) -> int:
             ac, am = ni.alloc_cpu, ni.alloc_mem
             rc, rm = ni.nz_cpu + pc, ni.nz_mem + pm
             total = wsum = 0
@@ -225,10 +253,21 @@ class Fit:
                 else:
                     total += (min(rm, am) * 100 // am) * wm
                 wsum += wm
-            score = total // wsum if wsum else 0
-            table[ni.name] = (ni.generation, score)
-            out.append(score)
-        return out
+            return total // wsum if wsum else 0
+        return one
+
+    def score_column(self, state: CycleState, pod: PodInfo,
+                     snapshot: Snapshot) -> list[int] | None:
+        s: _PreScoreState | None = state.get(_PRE_SCORE_KEY)
+        reqs = s.pod_requests if s is not None else self._pod_requests(pod)
+
+        def make() -> Callable[[NodeInfo], int]:
+            if self._fast_cpu_mem:
+                return self._cpu_mem_scorer(reqs)
+            strategy = self.strategy
+            return lambda ni: resource_score(strategy, ni, reqs, use_requested=False)
+        col = self._score_columns.get(snapshot, reqs, make)
+        return col.values if col is not None else None
 
 
 def resource_score(strategy: ScoringStrategy, ni: NodeInfo, pod_requests: tuple[int, ...],
