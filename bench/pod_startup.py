@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pilothouse.client import connect
 from pilothouse.gen.k8s.core.v1 import core_pb2
@@ -113,7 +114,21 @@ def runtime_means(kubelet_url: str) -> dict[str, float]:
     return {op: round(1000 * sums[op] / counts[op], 1) for op in wanted if counts.get(op)}
 
 
-async def measure(api: str, pods: int, node: str, kubelet_pid: int) -> dict[str, float]:
+def runtime_calls(kubelet_url: str) -> dict[str, int]:
+    """How many CRI calls of each kind the kubelet made (its own counter)."""
+    import httpx
+
+    text = httpx.get(f"{kubelet_url}/metrics", timeout=10).text
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("kubelet_runtime_operations_total{"):
+            op = line.split('operation_type="', 1)[1].split('"', 1)[0]
+            calls[op] = calls.get(op, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return calls
+
+
+async def measure(api: str, pods: int, node: str, kubelet_pid: int,
+                  components: dict[str, int]) -> dict[str, Any]:
     client = connect(f"grpc://{api}")
     seen: dict[str, float] = {}
     started: dict[str, float] = {}
@@ -135,6 +150,8 @@ async def measure(api: str, pods: int, node: str, kubelet_pid: int) -> dict[str,
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(0.2)  # the watch is open before the first create
 
+        cpu_before = {name: cpu_seconds(pid) for name, pid in components.items()}
+
         async def create(i: int) -> None:
             started[f"bench-{i}"] = time.perf_counter()
             await client.create(make_pod(i, node))
@@ -146,11 +163,15 @@ async def measure(api: str, pods: int, node: str, kubelet_pid: int) -> dict[str,
             raise SystemExit(f"bench: only {len(seen)} of {pods} pods became Running") from None
         watcher.cancel()
         rss = rss_bytes(kubelet_pid)
+        # CPU each component spent from the first create to the last pod Running
+        # (start-up excluded), per pod; the shim's zygote and supervisors not included
+        cpu_ms_per_pod = {name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / pods, 1)
+                          for name, pid in components.items()}
         latencies = [seen[n] - started[n] for n in started]
         return {"pods": pods, "p50_s": round(percentile(latencies, 50), 3),
                 "p99_s": round(percentile(latencies, 99), 3),
                 "max_s": round(max(latencies), 3),
-                "kubelet_rss_mib": round(rss / 2**20, 1)}
+                "kubelet_rss_mib": round(rss / 2**20, 1), "cpu_ms_per_pod": cpu_ms_per_pod}
     finally:
         await client.close()
 
@@ -267,9 +288,12 @@ def main() -> int:
             stdout=logs, stderr=logs)
         procs.append(kubelet)
         asyncio.run(wait_for_node(api, node, kubelet))
-        figures: dict[str, object] = dict(asyncio.run(measure(api, pods, node, kubelet.pid)))
+        figures: dict[str, object] = dict(asyncio.run(measure(
+            api, pods, node, kubelet.pid,
+            {"apiserver": procs[0].pid, "runtime_shim": shim.pid, "kubelet": kubelet.pid})))
         figures["backend"] = "process"
         figures["cri_mean_ms"] = runtime_means(f"http://127.0.0.1:{kubelet_port}")
+        figures["cri_calls"] = runtime_calls(f"http://127.0.0.1:{kubelet_port}")
         figures["cpu_s"] = {"kubelet": round(cpu_seconds(kubelet.pid), 2),
                             "runtime_shim": round(cpu_seconds(shim.pid), 2),
                             "apiserver": round(cpu_seconds(procs[0].pid), 2)}

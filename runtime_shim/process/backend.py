@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -123,7 +124,7 @@ class Sandbox:
     pid_holder_start: int = 0
     cgroup: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def config(self) -> cri.PodSandboxConfig:
         return cri.PodSandboxConfig.FromString(base64.b64decode(self.config_b64))
 
@@ -142,8 +143,8 @@ class Container:
     stop_signal: str = ""
     pid_mode: str = "container"
 
-    @property
-    def config(self) -> cri.ContainerConfig:
+    @functools.cached_property
+    def config(self) -> cri.ContainerConfig:  # dropped when config_b64 changes
         return cri.ContainerConfig.FromString(base64.b64decode(self.config_b64))
 
 
@@ -194,6 +195,9 @@ class ProcessBackend:
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._watched: dict[str, int] = {}  # container id -> pidfd
+        # what _runtime last read, for containers whose state cannot change unseen: EXITED
+        # (final) and RUNNING while a pidfd watches the supervisor (its exit drops the entry)
+        self._known: dict[str, Runtime] = {}
         self._cpu_samples: dict[str, tuple[int, int]] = {}
         self._network_error = ""
         self.nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
@@ -610,6 +614,20 @@ class ProcessBackend:
         return spec
 
     def _runtime(self, c: Container) -> Runtime:
+        rt = self._known.get(c.id)
+        if rt is not None and (rt.state == cri.CONTAINER_EXITED or c.id in self._watched):
+            return rt
+        rt = self._read_runtime(c)
+        if rt.state == cri.CONTAINER_EXITED or (rt.state == cri.CONTAINER_RUNNING
+                                                and c.id in self._watched):
+            self._known[c.id] = rt
+        return rt
+
+    def _forget_runtime(self, c: Container) -> None:
+        """The files changed (exit.json written, the supervisor gone): read them again."""
+        self._known.pop(c.id, None)
+
+    def _read_runtime(self, c: Container) -> Runtime:
         directory = self._dir(c)
         exit_doc = _read_json(directory / "exit.json")
         state = _read_json(directory / "state.json")
@@ -631,7 +649,7 @@ class ProcessBackend:
         if not _alive(rt.supervisor_pid, rt.supervisor_start):
             # the supervisor may have written exit.json between our two reads
             if (directory / "exit.json").exists():
-                return self._runtime(c)
+                return self._read_runtime(c)
             rt.state = cri.CONTAINER_UNKNOWN
         return rt
 
@@ -641,6 +659,7 @@ class ProcessBackend:
             for pid in self.cgroups.pids(CgroupSet(c.cgroup)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        self._forget_runtime(c)
         _write_json(self._dir(c) / "exit.json", {
             "exit_code": 137, "finished_at": time.time_ns(), "reason": "Error",
             "message": "the container's supervisor exited without recording the exit status"})
@@ -665,6 +684,7 @@ class ProcessBackend:
                 loop.remove_reader(pidfd)
                 os.close(pidfd)
             self._watched.pop(c.id, None)
+            self._forget_runtime(c)
             if self._runtime(c).state == cri.CONTAINER_UNKNOWN:
                 self._reap_lost(c, rt)
             event.set()
@@ -700,6 +720,7 @@ class ProcessBackend:
             await self.zygote.call({"op": "supervise", "dir": str(self._dir(c))})
         except ZygoteError as err:
             detail = str(err)
+            self._forget_runtime(c)
             if not (self._dir(c) / "exit.json").exists():
                 _write_json(self._dir(c) / "exit.json", {
                     "exit_code": 128, "finished_at": time.time_ns(), "reason": "StartError",
@@ -719,6 +740,7 @@ class ProcessBackend:
         rt = self._runtime(c)
         if rt.state == cri.CONTAINER_CREATED:
             # never started: record it as exited so it cannot be started later
+            self._forget_runtime(c)
             _write_json(self._dir(c) / "exit.json", {
                 "exit_code": 0, "finished_at": time.time_ns(), "reason": "Completed",
                 "message": "stopped before it was started"})
@@ -773,6 +795,7 @@ class ProcessBackend:
             self.cgroups.remove(CgroupSet(c.cgroup))
         await asyncio.to_thread(shutil.rmtree, self._dir(c), True)
         self.containers.pop(c.id, None)
+        self._known.pop(c.id, None)
         self._exited.pop(c.id, None)
         self._cpu_samples.pop(c.id, None)
         self.events.publish(self._event(c, cri.CONTAINER_DELETED_EVENT, removed=True))
@@ -793,6 +816,10 @@ class ProcessBackend:
         out = []
         flt = req.filter if req.HasField("filter") else None
         for c in self.containers.values():
+            # the cheap parts of the filter first: the kubelet lists often, by sandbox
+            if flt is not None and ((flt.id and not c.id.startswith(flt.id)) or (
+                    flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id))):
+                continue
             config = c.config
             item = cri.Container(
                 id=c.id, pod_sandbox_id=c.sandbox_id, metadata=config.metadata,
@@ -828,6 +855,7 @@ class ProcessBackend:
         config = c.config
         config.linux.resources.CopyFrom(req.linux)
         c.config_b64 = _b64(config)
+        c.__dict__.pop("config", None)
         _write_json(self._dir(c) / "container.json", asdict(c))
         return cri.UpdateContainerResourcesResponse()
 

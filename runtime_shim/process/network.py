@@ -59,17 +59,33 @@ def _prepare_ns_file(path: str) -> None:
 
 
 class Ipam:
+    """Pod addresses as files ``<dir>/<ip>`` holding their owner, created with O_EXCL.
+
+    The files are the truth (they survive restarts); an index read once at start
+    answers lookups, and allocation goes on from the last address handed out, so
+    neither walks every allocated file."""
+
     def __init__(self, root: Path, cidr: ipaddress.IPv4Network) -> None:
         self.dir = root
         self.cidr = cidr
         self.dir.mkdir(parents=True, exist_ok=True)
         self.gateway = next(cidr.hosts())
+        self._owners: dict[str, ipaddress.IPv4Address] = {}
+        for path in self.dir.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                self._owners[path.read_text()] = ipaddress.IPv4Address(path.name)
+        self._last = int(self.gateway)
 
     def allocate(self, owner: str) -> ipaddress.IPv4Address:
-        existing = self.lookup(owner)
+        existing = self._owners.get(owner)
         if existing is not None:
             return existing
-        for ip in self.cidr.hosts():
+        first, last = int(self.cidr.network_address) + 1, int(self.cidr.broadcast_address) - 1
+        if self.cidr.prefixlen >= 31:
+            first, last = int(self.cidr.network_address), int(self.cidr.broadcast_address)
+        size = last - first + 1
+        for step in range(1, size + 1):
+            ip = ipaddress.IPv4Address(first + (self._last - first + step) % size)
             if ip == self.gateway:
                 continue
             try:
@@ -78,21 +94,19 @@ class Ipam:
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(owner)
+            self._owners[owner] = ip
+            self._last = int(ip)
             return ip
         raise NetworkError(f"no free address left in {self.cidr}")
 
     def lookup(self, owner: str) -> ipaddress.IPv4Address | None:
-        for path in self.dir.iterdir():
-            with contextlib.suppress(OSError):
-                if path.read_text() == owner:
-                    return ipaddress.IPv4Address(path.name)
-        return None
+        return self._owners.get(owner)
 
     def release(self, owner: str) -> None:
-        for path in self.dir.iterdir():
-            with contextlib.suppress(OSError):
-                if path.read_text() == owner:
-                    path.unlink()
+        ip = self._owners.pop(owner, None)
+        if ip is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / str(ip)).unlink()
 
 
 class BridgeNetwork:
