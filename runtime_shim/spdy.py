@@ -467,6 +467,7 @@ class SpdyStream:
     remote_closed: bool = False  # the peer sent FIN (or reset)
     local_closed: bool = False  # we sent FIN (or reset)
     reset_status: int | None = None  # set when either side reset the stream
+    discarding: bool = False  # stop_reading was called: the peer's data is dropped
     _inbox: deque[bytes] = field(default_factory=deque)
     _buffered: int = 0
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
@@ -477,7 +478,7 @@ class SpdyStream:
     async def read(self) -> bytes:
         """The next piece of the peer's data; b"" once the peer finished or the stream ended."""
         while not self._inbox:
-            if self.remote_closed:
+            if self.remote_closed or self.discarding:
                 return b""
             self._readable.clear()
             await self._readable.wait()
@@ -486,6 +487,15 @@ class SpdyStream:
         if self._buffered <= self.session.max_buffered:
             self._drained.set()
         return data
+
+    def stop_reading(self) -> None:
+        """Drop what the peer sends from now on (and what is unread), so a stream nobody
+        reads any more never holds the connection back."""
+        self.discarding = True
+        self._inbox.clear()
+        self._buffered = 0
+        self._drained.set()
+        self._readable.set()
 
     async def wait_ended(self) -> None:
         """Until the stream is reset (by either side) or its connection is lost."""
@@ -528,7 +538,7 @@ class SpdyStream:
         return f"stream {self.id}: this side already finished it"
 
     def _deliver(self, data: bytes) -> None:
-        if self.reset_status is not None:
+        if self.reset_status is not None or self.discarding:
             return
         self._inbox.append(data)
         self._buffered += len(data)
@@ -572,11 +582,12 @@ class SpdySession:
 
     def __init__(self, send: Callable[[bytes], Awaitable[None]], *, server: bool,
                  on_stream: StreamHandler | None = None,
-                 max_buffered: int = 1 << 20) -> None:
+                 max_buffered: int = 1 << 20, max_streams: int = 1000) -> None:
         self._send = send
         self.server = server
         self.on_stream = on_stream
         self.max_buffered = max_buffered
+        self.max_streams = max_streams
         self.streams: dict[int, SpdyStream] = {}
         self.closed = False
         self.goaway_received = False
@@ -734,7 +745,7 @@ class SpdySession:
             await self._refuse(sid, PROTOCOL_ERROR)  # wrong parity or not increasing
             return
         self._last_remote_id = sid
-        if self.goaway_sent or self.on_stream is None:
+        if self.goaway_sent or self.on_stream is None or len(self.streams) >= self.max_streams:
             await self._refuse(sid, REFUSED_STREAM)
             return
         stream = SpdyStream(self, sid, dict(frame.headers), remote_closed=frame.fin,

@@ -438,6 +438,7 @@ class SpdyPortForward:
                                f"streams")
             for stream in (pair.error, pair.data):
                 if stream is not None:
+                    stream.stop_reading()
                     await stream.close()
             return
         finally:
@@ -468,8 +469,9 @@ class SpdyPortForward:
             if error:
                 await self._report(pair, self._failure(port, error))
         finally:
-            await data.close()
-            await pair.error.close()
+            for stream in (data, pair.error):
+                stream.stop_reading()  # what the client still sends goes nowhere
+                await stream.close()
 
     def _failure(self, port: int, reason: str) -> str:
         # the kubelet's words; its CRI streaming server names the pod by its sandbox id

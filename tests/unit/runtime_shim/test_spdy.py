@@ -487,3 +487,43 @@ async def test_a_protocol_error_sends_goaway() -> None:
         await link.server.receive(control(6, bytes(4), version=2))
     assert decode_all(b"".join(sent)) == [GoAway(0, spdy.GOAWAY_PROTOCOL_ERROR)]
     await link.close()
+
+
+async def test_a_stream_nobody_reads_stops_holding_the_connection_back() -> None:
+    streams: list[SpdyStream] = []
+
+    async def keep(stream: SpdyStream) -> None:
+        await stream.accept()
+        streams.append(stream)
+
+    link = Link(keep, max_buffered=1000)
+    s = await link.client.open_stream({})
+    other = await link.client.open_stream({})
+    await s.write(b"x" * 3000)
+    await other.write(b"for the other stream")
+    pinged = asyncio.create_task(link.client.ping())  # queued behind the held-back frame
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not pinged.done()
+    streams[0].stop_reading()  # ... until the stream's reader gives up
+    await asyncio.wait_for(pinged, 10)
+    assert await streams[0].read() == b""
+    assert await asyncio.wait_for(streams[1].read(), 10) == b"for the other stream"
+    await s.write(b"dropped")
+    await s.close()
+    await link.client.ping()
+    assert streams[0]._buffered == 0 and not streams[0]._inbox
+    await link.close()
+
+
+async def test_streams_beyond_the_limit_are_refused() -> None:
+    async def keep(stream: SpdyStream) -> None:
+        await stream.accept()
+
+    link = Link(keep)
+    link.server.max_streams = 2
+    await link.client.open_stream({})
+    await link.client.open_stream({})
+    with pytest.raises(StreamClosedError, match=f"status {spdy.REFUSED_STREAM}"):
+        await link.client.open_stream({})
+    await link.close()
