@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -53,6 +53,12 @@ class SchedulerMetrics:
         self.preemption_victims = Histogram(
             "scheduler_preemption_victims", "Number of selected preemption victims",
             buckets=_exponential(1, 2, 7), registry=r)
+        #: client-go's leader election gauge: 1 while this process holds the Lease ``name``.
+        self.leader_status = Gauge(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates "
+            "backup, 1 indicates master. 'name' is the string used to identify the lease.",
+            ["name"], registry=r)
         self._ep_children: dict[tuple[str, str, str], Histogram] = {}
 
     def watch_queue(self, pending: Callable[[], dict[str, int]]) -> None:

@@ -142,6 +142,7 @@ class Scheduler:
         self.record_explain = True
         self.synced = False
         self.leading = False
+        self._leader_gauge: Any = None  # leader_election_master_status, when elected
         self.scheduled = 0
         self._install_handlers()
 
@@ -513,6 +514,8 @@ class Scheduler:
             log.info("scheduler caches synced: %d nodes, %d pods", self.cache.node_count,
                      self.cache.pod_count)
             if elect:
+                self._leader_gauge = self.metrics.leader_status.labels(le.resource_name)
+                self._leader_gauge.set(0)
                 elector = LeaderElector(
                     self.client, le.resource_namespace, le.resource_name, self.identity,
                     lease_duration=le.lease_duration, renew_deadline=le.renew_deadline,
@@ -529,10 +532,15 @@ class Scheduler:
 
     async def _lead(self) -> None:
         self.leading = True
+        if self._leader_gauge is not None:
+            self._leader_gauge.set(1)
+        log.info("scheduling as %s", self.identity)
         try:
             await self.scheduling_loop()
         finally:
             self.leading = False
+            if self._leader_gauge is not None:
+                self._leader_gauge.set(0)
 
     async def flush_events(self) -> None:
         if self.recorder is not None:
