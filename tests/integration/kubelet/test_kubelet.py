@@ -146,8 +146,7 @@ async def test_failing_liveness_probe_restarts_the_container(node: Node) -> None
     assert killing and "failed liveness probe" in killing[0].message
 
 
-async def test_readiness_probe_gates_ready(process_node: Node) -> None:
-    node = process_node
+async def test_readiness_probe_gates_ready(node: Node) -> None:
     await node.start_kubelet()
     pod = busybox_pod("ready", "sleep 2; touch /tmp/ready; sleep 3600")
     probe = pod.spec.containers[0].readinessProbe
@@ -281,8 +280,7 @@ async def test_kubelet_restart_leaves_pods_running(node: Node) -> None:
     assert len(await node.containers()) == 1
 
 
-async def test_unknown_image_is_err_image_pull(process_node: Node) -> None:
-    node = process_node
+async def test_unknown_image_is_err_image_pull(node: Node) -> None:
     await node.start_kubelet()
     pod = busybox_pod("nopull", "true")
     pod.spec.containers[0].image = "example.invalid/nothing:1"
@@ -295,8 +293,7 @@ async def test_unknown_image_is_err_image_pull(process_node: Node) -> None:
     assert pod.status.phase == "Pending"
 
 
-async def test_static_pod_runs_with_a_mirror_pod(process_node: Node) -> None:
-    node = process_node
+async def test_static_pod_runs_with_a_mirror_pod(node: Node) -> None:
     manifest = node.kubelet_root.parent / "manifests" / "static.yaml"
     manifest.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\nspec:\n  containers:\n"
