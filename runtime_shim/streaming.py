@@ -402,7 +402,8 @@ class SpdyPortForward:
         problem = ""
         if not port_text:
             problem = '"port" header is required'
-        elif not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        elif not (port_text.isascii() and port_text.isdigit()) or \
+                not 0 < int(port_text) < 65536:
             problem = f"unable to parse {port_text!r} as a port"
         elif not stream_type:
             problem = '"streamType" header is required'

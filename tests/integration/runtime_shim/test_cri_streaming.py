@@ -414,7 +414,9 @@ async def test_spdy_port_forward_errors_are_written_to_the_error_stream(our_shim
         assert await read_to_end(data) == b""
         # streams without a valid port or type are reset, as the kubelet does
         for headers in ({"streamtype": "data"}, {"streamtype": "data", "port": "0"},
-                        {"streamtype": "data", "port": "http"}, {"port": "80"},
+                        {"streamtype": "data", "port": "http"},
+                        {"streamtype": "data", "port": "\u00b2"},  # a digit to str.isdigit
+                        {"streamtype": "data", "port": "65536"}, {"port": "80"},
                         {"port": "80", "streamtype": "control"}):
             with pytest.raises(spdy.StreamClosedError, match="status 5"):
                 await tunnel.session.open_stream({**headers, "requestid": "7"})
