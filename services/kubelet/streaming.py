@@ -20,8 +20,9 @@ tunnels alike) until either side closes; then it closes the other.
 Errors come before any upgrade, as plain text with Kubernetes' status: 404
 unknown pod or container, 400 bad query / container not running / no
 sandbox, 500 runtime failure. A request that is not a WebSocket upgrade (an
-SPDY client) gets every one of those checks first and then 400 ``Upgrade
-request required``, so it learns the real reason when there is one.
+SPDY client) gets every one of those checks first, the runtime's included, and
+then 400 ``Upgrade request required``, so it learns the real reason when there is
+one.
 """
 
 from __future__ import annotations
@@ -203,15 +204,18 @@ class StreamingEndpoints:
     # -- entry points (called by the kubelet's ASGI server) -----------------------------
 
     async def http(self, path: str, query_string: bytes, send: Send) -> None:
-        """A plain request: every check, then 400 (an upgrade is required)."""
+        """A plain request: every check an upgrade gets, the runtime's too, then 400.
+
+        The runtime is asked for a URL (never dialled: it expires unused) so that a
+        client falling back from a refused WebSocket learns the runtime's reason."""
         try:
             req = parse_request(path, _query(query_string))
-            await self._check(req)
+            await self._runtime_url(req)
             raise StreamError(400, "Upgrade request required")
         except StreamError as err:
             await _respond(send, err.status, err.message)
         except RuntimeError_ as err:
-            await _respond(send, 500, f"runtime: {err.message}")
+            await _respond(send, CRI_TO_HTTP.get(err.code, 500), err.message)
 
     async def websocket(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """A WebSocket upgrade: check, ask the runtime for a URL, relay."""

@@ -283,3 +283,17 @@ async def test_kubectls_v5_exec_on_every_runtime(node: Node) -> None:
         session = await collect(ws)
     assert "got-hello" in session.channels[1].decode()
     assert session.status["status"] == "Success"
+
+
+async def test_the_runtimes_refusal_reaches_websocket_and_fallback_clients(
+        process_node: Node) -> None:
+    await start(process_node, busybox_pod("web", "sleep 3600"))  # stdin not kept open
+    query = [("stdin", "true"), ("stdout", "true")]
+    code, status = await refused(pod_url(process_node, "web", "attach", query), V5)
+    assert (code, status["reason"]) == (400, "BadRequest")
+    assert "not created with stdin open" in str(status["message"])
+    api = f"http://127.0.0.1:{process_node.api.port}/api/v1/namespaces/default/pods"
+    async with httpx.AsyncClient(timeout=20) as http:  # kubectl's SPDY fallback
+        resp = await http.post(f"{api}/web/attach?stdin=true&stdout=true")
+    assert resp.status_code == 400
+    assert "not created with stdin open" in resp.json()["message"]
