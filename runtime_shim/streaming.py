@@ -383,8 +383,8 @@ class SpdyPortForward:
                             self.request.pod_sandbox_id, err)
                 await self.session.go_away(spdy.GOAWAY_PROTOCOL_ERROR)
                 await self.ws.close(1002, f"SPDY protocol error: {err}"[:120])
-            except ConnectionClosed:
-                pass
+            except (ConnectionClosed, spdy.StreamClosedError):
+                pass  # the client left (perhaps while we answered it)
             finally:
                 self.session.connection_lost()
                 for task in self._tasks:

@@ -8,6 +8,7 @@ RFC 1950/1951 (a zlib stream with a preset dictionary whose deflate blocks are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections.abc import AsyncIterator
 
@@ -527,3 +528,46 @@ async def test_streams_beyond_the_limit_are_refused() -> None:
     with pytest.raises(StreamClosedError, match=f"status {spdy.REFUSED_STREAM}"):
         await link.client.open_stream({})
     await link.close()
+
+
+_ids = st.integers(1, 12)
+_headers = st.dictionaries(st.sampled_from(["port", "streamtype", "requestid", "x"]),
+                           st.text(max_size=5), max_size=3)
+_frames = st.one_of(
+    st.builds(SynStream, _ids, _headers, fin=st.booleans(), unidirectional=st.booleans()),
+    st.builds(SynReply, _ids, _headers, fin=st.booleans()),
+    st.builds(HeadersFrame, _ids, _headers, fin=st.booleans()),
+    st.builds(RstStream, _ids, st.integers(1, 11)),
+    st.builds(Data, _ids, st.binary(max_size=20), fin=st.booleans()),
+    st.builds(Ping, st.integers(0, 5)),
+    st.builds(GoAway, st.integers(0, 12)),
+    st.builds(WindowUpdate, st.integers(0, 12), st.integers(1, 1000)),
+    st.builds(Settings, st.lists(st.builds(Setting, st.integers(1, 8), st.integers(0, 99)),
+                                 max_size=2).map(tuple)),
+    st.builds(UnknownControl, st.integers(10, 20), st.integers(0, 255), st.binary(max_size=4)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_frames, max_size=25))
+async def test_any_frame_sequence_is_served_without_crashing(frames: list[spdy.Frame]) -> None:
+    async def on_stream(stream: SpdyStream) -> None:
+        if stream.id % 3:
+            await stream.accept()
+            with contextlib.suppress(StreamClosedError):  # a unidirectional stream
+                await stream.write(b"hello")
+            await stream.close()
+        else:
+            await stream.reset()
+
+    sent: list[bytes] = []
+
+    async def capture(data: bytes) -> None:
+        sent.append(data)
+
+    server = SpdySession(capture, server=True, on_stream=on_stream)
+    encoder = FrameEncoder()
+    for frame in frames:
+        await server.receive(encoder.encode(frame))
+    server.connection_lost()
+    decode_all(b"".join(sent))  # what the server said is well-formed SPDY
