@@ -112,6 +112,16 @@ async def remove_all_sandboxes(socket: str) -> None:
                         cri.RemovePodSandboxRequest(pod_sandbox_id=sb.id), timeout=60)
 
 
+async def import_into_namespace(address: str, namespace: str, archive: Path) -> None:
+    """Import an OCI/docker archive into a containerd namespace over its gRPC API."""
+    client = Client(address, namespace)
+    try:
+        await client.ensure_namespace()
+        await containerd_images.import_archive(client, archive)
+    finally:
+        await client.close()
+
+
 @contextlib.asynccontextmanager
 async def containerd_cri(directory: Path, images: list[Path],
                          tag: str = "") -> AsyncIterator[CRIEndpoint]:
@@ -178,13 +188,8 @@ async def containerd_backend_shim(directory: Path, images: list[Path],
     endpoint.state["restart"] = restart
     try:
         await asyncio.to_thread(daemon.start)
-        client = Client(daemon.address, OUR_NAMESPACE)
-        try:
-            await client.ensure_namespace()
-            for archive in images:
-                await containerd_images.import_archive(client, archive)
-        finally:
-            await client.close()
+        for archive in images:
+            await import_into_namespace(daemon.address, OUR_NAMESPACE, archive)
         await start()
         yield endpoint
     finally:

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,12 @@ from pilothouse.services.apiserver.server import APIServer, APIServerConfig
 from pilothouse.services.kubelet.config import KubeletConfig
 from pilothouse.services.kubelet.kubelet import Kubelet
 from tests.containerd_support import (
+    K8S_NAMESPACE,
+    OUR_NAMESPACE,
     containerd_backend_shim,
     containerd_cri,
     free_cidr,
+    import_into_namespace,
     remove_all_sandboxes,
     remove_cgroups,
 )
@@ -59,6 +62,17 @@ RUNTIME_NAMES = {"process": "pilothouse-process", "containerd": "pilothouse-cont
 def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("images") / "busybox.tar"
     oci.write_oci_layout(out, [oci.build_busybox()])
+    return out
+
+
+EXTRA_IMAGE = "example.com/pilothouse/extra:1"
+
+
+@pytest.fixture(scope="session")
+def extra_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image no pod uses (busybox with another default command: another image ID)."""
+    out = tmp_path_factory.mktemp("images") / "extra.tar"
+    oci.write_oci_layout(out, [oci.build(EXTRA_IMAGE, cmd=("echo", "extra"))])
     return out
 
 
@@ -89,6 +103,8 @@ class Node:
     kubelet: Kubelet | None = None
     task: asyncio.Task[None] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # KubeletConfig fields
+    # Puts an image archive into the runtime's image store (as an operator would).
+    import_image: Callable[[Path], Awaitable[None]] | None = None
 
     # -- the kubelet -------------------------------------------------------------------
     def config(self) -> KubeletConfig:
@@ -223,16 +239,32 @@ async def _node(backend: str, tmp_path: Path, short_dir: Path, busybox_archive: 
     (tmp_path / "manifests").mkdir()
     try:
         async with contextlib.AsyncExitStack() as stack:
+            importer: Callable[[Path], Awaitable[None]]
             if backend == "process":
                 socket = await stack.enter_async_context(
                     _process_runtime(tmp_path / "shim", short_dir, busybox_archive))
+                store = ImageStore(tmp_path / "shim" / "images")
+
+                async def importer(archive: Path) -> None:
+                    await asyncio.to_thread(store.import_archive, archive)
             elif backend == "containerd":
-                socket = (await stack.enter_async_context(
-                    containerd_backend_shim(short_dir, [busybox_archive]))).socket
+                endpoint = await stack.enter_async_context(
+                    containerd_backend_shim(short_dir, [busybox_archive]))
+                socket = endpoint.socket
+                address = endpoint.daemon.address
+
+                async def importer(archive: Path) -> None:
+                    await import_into_namespace(address, OUR_NAMESPACE, archive)
             else:
-                socket = (await stack.enter_async_context(
-                    containerd_cri(short_dir / "ctd", [busybox_archive, pause_archive]))).socket
-            n = Node(api, client, backend, socket, tmp_path / "kubelet")
+                endpoint = await stack.enter_async_context(
+                    containerd_cri(short_dir / "ctd", [busybox_archive, pause_archive]))
+                socket = endpoint.socket
+                daemon = endpoint.daemon
+
+                async def importer(archive: Path) -> None:
+                    await asyncio.to_thread(daemon.import_image, archive, K8S_NAMESPACE)
+            n = Node(api, client, backend, socket, tmp_path / "kubelet",
+                     import_image=importer)
             try:
                 yield n
             finally:

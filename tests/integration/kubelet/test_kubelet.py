@@ -1,8 +1,7 @@
 """The kubelet with a real apiserver and a real CRI runtime.
 
-Tests taking ``node`` run once per runtime (our shim's process and containerd
-backends, containerd's own CRI); those taking ``process_node`` are not about the
-runtime and run on the process backend only."""
+Every test runs once per runtime (``node``): our shim's process and containerd
+backends, and containerd's own CRI."""
 
 from __future__ import annotations
 
