@@ -128,6 +128,26 @@ class Sandbox:
     def config(self) -> cri.PodSandboxConfig:
         return cri.PodSandboxConfig.FromString(base64.b64decode(self.config_b64))
 
+    # What never changes, built once: lists and statuses copy these (one C-level copy
+    # instead of building maps of labels and annotations field by field on every call).
+    @functools.cached_property
+    def item_template(self) -> cri.PodSandbox:
+        config = self.config
+        return cri.PodSandbox(id=self.id, metadata=config.metadata, created_at=self.created_at,
+                              labels=config.labels, annotations=config.annotations,
+                              runtime_handler=self.runtime_handler)
+
+    @functools.cached_property
+    def status_template(self) -> cri.PodSandboxStatus:
+        config = self.config
+        status = cri.PodSandboxStatus(
+            id=self.id, metadata=config.metadata, created_at=self.created_at,
+            labels=config.labels, annotations=config.annotations,
+            runtime_handler=self.runtime_handler)
+        status.linux.namespaces.options.CopyFrom(
+            config.linux.security_context.namespace_options)
+        return status
+
 
 @dataclass
 class Container:
@@ -144,8 +164,33 @@ class Container:
     pid_mode: str = "container"
 
     @functools.cached_property
-    def config(self) -> cri.ContainerConfig:  # dropped when config_b64 changes
+    def config(self) -> cri.ContainerConfig:
         return cri.ContainerConfig.FromString(base64.b64decode(self.config_b64))
+
+    @functools.cached_property
+    def item_template(self) -> cri.Container:
+        config = self.config
+        return cri.Container(
+            id=self.id, pod_sandbox_id=self.sandbox_id, metadata=config.metadata,
+            image=cri.ImageSpec(image=self.image), image_ref=self.image_ref,
+            image_id=self.image_id, created_at=self.created_at, labels=config.labels,
+            annotations=config.annotations)
+
+    @functools.cached_property
+    def status_template(self) -> cri.ContainerStatus:
+        config = self.config
+        status = cri.ContainerStatus(
+            id=self.id, metadata=config.metadata, created_at=self.created_at,
+            image=cri.ImageSpec(image=self.image), image_ref=self.image_ref,
+            image_id=self.image_id, labels=config.labels, annotations=config.annotations,
+            mounts=config.mounts, log_path=self.log_path)
+        status.resources.linux.CopyFrom(config.linux.resources)
+        return status
+
+    def config_changed(self) -> None:
+        """``config_b64`` was replaced: drop what was built from the old config."""
+        for cached in ("config", "item_template", "status_template"):
+            self.__dict__.pop(cached, None)
 
 
 @dataclass
@@ -429,16 +474,11 @@ class ProcessBackend:
         return cri.RemovePodSandboxResponse()
 
     def _sandbox_status(self, sb: Sandbox) -> cri.PodSandboxStatus:
-        config = sb.config
-        status = cri.PodSandboxStatus(
-            id=sb.id, metadata=config.metadata, created_at=sb.created_at,
-            state=cri.SANDBOX_READY if sb.state == "ready" else cri.SANDBOX_NOTREADY,
-            labels=config.labels, annotations=config.annotations,
-            runtime_handler=sb.runtime_handler)
+        status = cri.PodSandboxStatus()
+        status.CopyFrom(sb.status_template)
+        status.state = cri.SANDBOX_READY if sb.state == "ready" else cri.SANDBOX_NOTREADY
         if sb.state == "ready":
             status.network.ip = sb.ip
-        opts = config.linux.security_context.namespace_options
-        status.linux.namespaces.options.CopyFrom(opts)
         return status
 
     async def pod_sandbox_status(
@@ -456,16 +496,19 @@ class ProcessBackend:
         return resp
 
     async def list_pod_sandbox(self, req: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
-        items = []
+        resp = cri.ListPodSandboxResponse()
+        flt = req.filter if req.HasField("filter") else None
         for sb in self.sandboxes.values():
-            status = self._sandbox_status(sb)
-            item = cri.PodSandbox(id=sb.id, metadata=status.metadata, state=status.state,
-                                  created_at=sb.created_at, labels=status.labels,
-                                  annotations=status.annotations,
-                                  runtime_handler=sb.runtime_handler)
-            if filters.sandbox_matches(req.filter if req.HasField("filter") else None, item):
-                items.append(item)
-        return cri.ListPodSandboxResponse(items=items)
+            state = cri.SANDBOX_READY if sb.state == "ready" else cri.SANDBOX_NOTREADY
+            if flt is not None and (
+                    (flt.id and not sb.id.startswith(flt.id))
+                    or (flt.HasField("state") and state != flt.state.state)
+                    or not filters.labels_match(flt.label_selector, sb.config.labels)):
+                continue
+            item = resp.items.add()
+            item.CopyFrom(sb.item_template)
+            item.state = state
+        return resp
 
     # -- containers ----------------------------------------------------------------
     def _container(self, container_id: str) -> Container:
@@ -801,34 +844,29 @@ class ProcessBackend:
         self.events.publish(self._event(c, cri.CONTAINER_DELETED_EVENT, removed=True))
 
     def _container_status(self, c: Container) -> cri.ContainerStatus:
-        config = c.config
         rt = self._runtime(c)
-        status = cri.ContainerStatus(
-            id=c.id, metadata=config.metadata, state=rt.state, created_at=c.created_at,
-            started_at=rt.started_at, finished_at=rt.finished_at, exit_code=rt.exit_code,
-            image=cri.ImageSpec(image=c.image), image_ref=c.image_ref, image_id=c.image_id,
-            reason=rt.reason, message=rt.message, labels=config.labels,
-            annotations=config.annotations, mounts=config.mounts, log_path=c.log_path)
-        status.resources.linux.CopyFrom(config.linux.resources)
+        status = cri.ContainerStatus()
+        status.CopyFrom(c.status_template)
+        status.state, status.exit_code = rt.state, rt.exit_code
+        status.started_at, status.finished_at = rt.started_at, rt.finished_at
+        status.reason, status.message = rt.reason, rt.message
         return status
 
     async def list_containers(self, req: cri.ListContainersRequest) -> cri.ListContainersResponse:
-        out = []
+        resp = cri.ListContainersResponse()
         flt = req.filter if req.HasField("filter") else None
         for c in self.containers.values():
-            # the cheap parts of the filter first: the kubelet lists often, by sandbox
-            if flt is not None and ((flt.id and not c.id.startswith(flt.id)) or (
-                    flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id))):
+            state = self._runtime(c).state
+            if flt is not None and (
+                    (flt.id and not c.id.startswith(flt.id))
+                    or (flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id))
+                    or (flt.HasField("state") and state != flt.state.state)
+                    or not filters.labels_match(flt.label_selector, c.config.labels)):
                 continue
-            config = c.config
-            item = cri.Container(
-                id=c.id, pod_sandbox_id=c.sandbox_id, metadata=config.metadata,
-                image=cri.ImageSpec(image=c.image), image_ref=c.image_ref,
-                image_id=c.image_id, state=self._runtime(c).state,
-                created_at=c.created_at, labels=config.labels, annotations=config.annotations)
-            if filters.container_matches(flt, item):
-                out.append(item)
-        return cri.ListContainersResponse(containers=out)
+            item = resp.containers.add()
+            item.CopyFrom(c.item_template)
+            item.state = state
+        return resp
 
     async def container_status(
         self, req: cri.ContainerStatusRequest
@@ -855,7 +893,7 @@ class ProcessBackend:
         config = c.config
         config.linux.resources.CopyFrom(req.linux)
         c.config_b64 = _b64(config)
-        c.__dict__.pop("config", None)
+        c.config_changed()
         _write_json(self._dir(c) / "container.json", asdict(c))
         return cri.UpdateContainerResourcesResponse()
 

@@ -23,17 +23,20 @@ end of file). Requests:
   the pod's veth pair on the bridge and give ``eth0`` its address and default
   route (rtnetlink, :mod:`.netlink`).
 
-Every piece of work happens in a grandchild: the zygote forks a child, which
-starts a new session, forks the worker and exits at once; the zygote reaps the
-child. So a supervisor is nobody's child (re-parented to init) and outlives
-both the zygote and the shim, as before. The zygote dies with the shim
-(``PR_SET_PDEATHSIG``, and end of file on its socket); the shim starts a new
-one when it finds it gone.
+Every piece of work happens in a worker forked for it, in a session of its
+own; the zygote ignores SIGCHLD, so the kernel reaps workers and the zygote
+never waits for one (a double fork, to make supervisors init's children at
+once, cost a second fork and a wait per request: under a burst of pod starts
+the zygote is the one serial step). A supervisor outlives the zygote and the
+shim: it is re-parented to init when the zygote goes. The zygote dies with
+the shim (``PR_SET_PDEATHSIG``, and end of file on its socket); the shim
+starts a new one when it finds it gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -104,27 +107,23 @@ def _work(request: dict[str, Any], reply_fd: int) -> int:
 
 
 def _spawn(request: dict[str, Any], reply_fd: int, control: socket.socket) -> None:
-    pid = os.fork()
-    if pid == 0:  # the child: a session of its own, fork the worker, leave
-        code = 1
-        try:
-            control.close()
-            os.setsid()
-            if os.fork() == 0:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
-                            signal.SIGPIPE):
-                    signal.signal(sig, signal.SIG_DFL)
-                try:
-                    code = _work(request, reply_fd)
-                except BaseException:
-                    traceback.print_exc()
-                    _answer(reply_fd, f"error zygote worker: {sys.exc_info()[1]}")
-                finally:
-                    os._exit(code)
-            code = 0
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
+    """Fork the worker. One fork and no wait: the zygote ignores SIGCHLD, so the kernel
+    reaps its workers, and the zygote is free for the next request at once."""
+    if os.fork() != 0:
+        return
+    code = 1
+    try:  # the worker: a session of its own, the signal dispositions of a new process
+        control.close()
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
+                    signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        code = _work(request, reply_fd)
+    except BaseException:
+        traceback.print_exc()
+        _answer(reply_fd, f"error zygote worker: {sys.exc_info()[1]}")
+    finally:
+        os._exit(code)
 
 
 def serve(control: socket.socket) -> None:
@@ -162,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != int(args[1]):
         return 0  # the shim is already gone
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the shim
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    gc.freeze()  # what is imported now stays shared with every worker (no collector writes)
     serve(control)
     return 0
 
