@@ -8,20 +8,36 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.typing import Subprotocol
 
+from pilothouse.client import connect as connect_client
 from pilothouse.gen.k8s.core.v1 import core_pb2
+from pilothouse.services.apiserver.server import APIServer, APIServerConfig
+from pilothouse.services.apiserver.streaming import _offering as offering
 
 from .conftest import Node, busybox_pod, wait_for
 
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
+
+
+class TakesAnyOffer(ServerConnection):
+    """A stand-in kubelet that answers with the first subprotocol offered, token or not."""
+
+    def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
+        def first(headers: Any) -> Any:
+            return headers.get("Sec-WebSocket-Protocol", "").split(",")[0].strip() or None
+
+        protocol.process_subprotocol = first
+        super().__init__(protocol, *args, **kwargs)
 
 
 def running(pod: core_pb2.Pod) -> bool:
@@ -54,7 +70,8 @@ def exec_query(*command: str, **flags: bool) -> list[tuple[str, str]]:
 
 
 async def open_ws(url: str, *protocols: str) -> ClientConnection:
-    return await connect(url, subprotocols=[Subprotocol(p) for p in protocols],
+    # offered as given: SPDY/3.1+portforward.k8s.io is not an HTTP token
+    return await connect(url, create_connection=offering(list(protocols)),
                          compression=None, proxy=None, open_timeout=20)
 
 
@@ -297,3 +314,60 @@ async def test_the_runtimes_refusal_reaches_websocket_and_fallback_clients(
         resp = await http.post(f"{api}/web/attach?stdin=true&stdout=true")
     assert resp.status_code == 400
     assert "not created with stdin open" in resp.json()["message"]
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["uvicorn", "hypercorn-http2"])
+async def test_the_apiserver_relays_to_the_nodes_kubelet(tmp_path: Path, http2: bool) -> None:
+    """The apiserver alone, with a stand-in kubelet: path, query and subprotocols reach
+    it as Kubernetes' kubelet expects them, messages go both ways unchanged, on either
+    HTTP server the apiserver runs on."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def kubelet(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen.append((ws.request.path, ws.request.headers.get("Sec-WebSocket-Protocol")))
+        async for message in ws:
+            await ws.send(message)  # echo, binary and text alike
+            if message == b"\x00bye":
+                await ws.close(1000)
+
+    api = APIServer(APIServerConfig(data_dir=tmp_path / "api", port=0, grpc_port=0,
+                                    http2=http2))
+    await api.start()
+    client = connect_client(f"grpc://{api.grpc_address}")
+    try:
+        async with serve(kubelet, "127.0.0.1", 0, create_connection=TakesAnyOffer) as server:
+            port = server.sockets[0].getsockname()[1]
+            node = core_pb2.Node()
+            node.metadata.name = "stand-in"
+            node = await client.create(node)
+            node.status.addresses.add(type="InternalIP", address="127.0.0.1")
+            node.status.daemonEndpoints.kubeletEndpoint.Port = port
+            await client.update_status(node)
+            pod = busybox_pod("p", "sleep 1")
+            pod.metadata.namespace = "default"
+            pod.spec.nodeName = "stand-in"
+            await client.create(pod)
+            url = (f"ws://127.0.0.1:{api.port}/api/v1/namespaces/default/pods/p/exec?"
+                   "command=sh&command=-c&command=echo%20a%20b&stdin=true&stdout=true&tty=1")
+            async with await open_ws(url, V5, V4) as ws:
+                assert ws.subprotocol == V5
+                await ws.send(b"\x00hello")
+                assert await ws.recv() == b"\x00hello"
+                await ws.send("text too")
+                assert await ws.recv() == "text too"
+                await ws.send(b"\x00bye")
+                assert await ws.recv() == b"\x00bye"
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == 1000
+            async with await open_ws(url.replace("/exec?", "/portforward?ports=8080&"),
+                                     "SPDY/3.1+portforward.k8s.io") as ws:
+                assert ws.subprotocol == "SPDY/3.1+portforward.k8s.io"
+        assert seen == [
+            ("/exec/default/p/main?command=sh&command=-c&command=echo+a+b&input=1&output=1"
+             "&tty=1", f"{V5}, {V4}"),
+            ("/portForward/default/p?port=8080", "SPDY/3.1+portforward.k8s.io")]
+    finally:
+        await client.close()
+        await api.stop()
