@@ -576,8 +576,8 @@ class SpdySession:
     feeds what arrives to ``receive`` (one task; it may block for back-pressure)
     and calls ``connection_lost`` when the transport ends. On the server side
     ``on_stream`` is awaited for each SYN_STREAM and must ``accept`` or ``reset``
-    the stream promptly (it runs on the receive path); the client opens streams
-    with ``open_stream``.
+    the stream promptly (it runs on the receive path; what it raises comes out of
+    ``receive``); the client opens streams with ``open_stream``.
     """
 
     def __init__(self, send: Callable[[bytes], Awaitable[None]], *, server: bool,
