@@ -207,3 +207,32 @@ def test_port_forward(cluster: Cluster, ns: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_official_python_clients_exec_and_port_forward(cluster: Cluster, ns: str) -> None:
+    """kubernetes.stream: v5/v4 channel exec and v4 WebSocket port-forward (?ports=)."""
+    from kubernetes import client, config
+    from kubernetes.stream import portforward, stream
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        core = client.CoreV1Api(api_client)
+        out = stream(core.connect_get_namespaced_pod_exec, "shell", ns, container="main",
+                     command=["sh", "-c", "echo from-python"], stdout=True, stderr=True,
+                     stdin=False, tty=False)
+        assert out == "from-python\n"
+        forward = portforward(core.connect_get_namespaced_pod_portforward, "web", ns,
+                              ports="8080")
+        try:
+            sock = forward.socket(8080)
+            sock.setblocking(True)
+            sock.settimeout(20)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            page = b""
+            while not page.endswith(b"hello-pf\n") and (chunk := sock.recv(4096)):
+                page += chunk
+            assert page.startswith(b"HTTP/1.") and page.endswith(b"hello-pf\n")
+        finally:
+            forward.close()
+    finally:
+        api_client.close()
