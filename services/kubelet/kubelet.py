@@ -266,7 +266,7 @@ class Kubelet:
         self.eviction = eviction.EvictionManager(
             thresholds=eviction.parse_thresholds(self.config.eviction_hard),
             provider=provider, clock=self.clock,
-            pods=lambda: [s.pod for s in self.workers.states() if s.active],
+            pods=lambda: [s.pod for s in self.workers.states() if s.active and not s.static],
             evict=self._evict, reclaim_disk=self.image_gc.delete_unused_images,
             monitoring_interval=self.config.eviction_monitoring_interval,
             pressure_transition_period=self.config.eviction_pressure_transition_period)

@@ -120,8 +120,8 @@ class PodState:
 
     @property
     def active(self) -> bool:
-        """Counts against the node's capacity (Kubernetes' active pods)."""
-        return not self.finished and not self.terminal and not self.static
+        """Counts against the node's capacity (Kubernetes' active pods, static ones too)."""
+        return not self.finished and not self.terminal
 
 
 @dataclass

@@ -115,8 +115,9 @@ class Node:
                              static_pod_path=self.kubelet_root.parent / "manifests",
                              file_check_frequency=0.5, **self.overrides)
 
-    async def start_kubelet(self) -> Kubelet:
-        kubelet = Kubelet(self.config())
+    async def start_kubelet(self, **kwargs: Any) -> Kubelet:
+        """Start a kubelet (``kwargs``: Kubelet's own, e.g. a ``summary_provider``)."""
+        kubelet = Kubelet(self.config(), **kwargs)
         self.kubelet = kubelet
         self.task = asyncio.create_task(kubelet.run())
         ready = asyncio.ensure_future(kubelet.synced.wait())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pilothouse.api.quantity import Quantity
 from pilothouse.gen.k8s.core.v1 import core_pb2
+from pilothouse.services.kubelet import cri_config, eviction
+from pilothouse.services.kubelet.runtime import RuntimeClient
 
 from .conftest import NODE, Node, busybox_pod, wait_for
 from .test_kubelet import running
@@ -94,3 +96,47 @@ async def test_an_empty_dir_over_its_size_limit_gets_the_pod_evicted(node: Node)
     await wait_for(volumes_removed, what="the evicted pod's emptyDir removed")
     assert await node.logs("filler", "main") in ("", "filled\n")
     assert not [c for c in await node.containers() if c.state == 1]  # nothing running
+
+
+class LowMemory:
+    """The real node's summary, except that memory is nearly gone."""
+
+    def __init__(self, real: eviction.SummaryProvider) -> None:
+        self.real = real
+        self.low = False
+
+    async def summary(self, pods: list[core_pb2.Pod]) -> eviction.Summary:
+        s = await self.real.summary(pods)
+        if self.low:
+            s.memory_available = 50 * 1024 * 1024
+        return s
+
+
+async def test_memory_pressure_sets_the_node_condition_and_evicts_a_pod(
+        process_node: Node) -> None:
+    node = process_node
+    node.overrides = {"eviction_monitoring_interval": 0.3, "node_status_update_frequency": 0.5}
+    runtime = RuntimeClient(node.socket)
+    root = node.kubelet_root
+    low = LowMemory(eviction.NodeSummaryProvider(
+        runtime=runtime, root_dir=root, pod_dir=lambda uid: root / "pods" / uid,
+        log_dir=lambda pod: cri_config.log_directory(root, pod), pid_max=32768))
+    try:
+        await node.start_kubelet(summary_provider=low)
+        await node.run_pod(busybox_pod("hog", "sleep 3600"))
+        await node.wait_pod("hog", running, what="Running")
+
+        async def condition(status: str) -> bool:
+            n = await node.client.get(core_pb2.Node, NODE)
+            return {c.type: c.status for c in n.status.conditions}["MemoryPressure"] == status
+
+        assert await condition("False")
+        low.low = True
+        pod = await node.wait_pod("hog", failed, what="evicted")
+        assert pod.status.reason == "Evicted"
+        assert pod.status.message.startswith(
+            "The node was low on resource: memory. Threshold quantity: 100Mi, "
+            "available: 50Mi. ")
+        await wait_for(lambda: condition("True"), what="MemoryPressure True on the Node")
+    finally:
+        await runtime.close()
