@@ -12,11 +12,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain, compress
-from operator import attrgetter
+from operator import attrgetter, not_
+from typing import cast
 
 from pilothouse.services.scheduler.framework import (
     CycleState,
-    FilterColumn,
     Framework,
     NodeInfo,
     NodeSlots,
@@ -25,6 +25,7 @@ from pilothouse.services.scheduler.framework import (
     ScoreRecord,
     Snapshot,
     Status,
+    VerdictColumn,
 )
 from pilothouse.services.scheduler.framework.status import Code
 
@@ -203,7 +204,7 @@ class SchedulingAlgorithm:
             for n in all_nodes:
                 if n.name not in names:
                     diagnosis.node_to_status[n.name] = absent
-        columns: list[tuple[str, FilterColumn]] = []
+        columns: list[tuple[str, VerdictColumn]] = []
         rest = 0
         if nodes is all_nodes and all_nodes and not fwk.handle.nominated_node_names():
             got = fwk.filter_columns(state, pod, snapshot)
@@ -258,7 +259,7 @@ class SchedulingAlgorithm:
         return feasible, processed
 
     def _filter_by_columns(self, fwk: Framework, state: CycleState, pod: PodInfo,
-                           snapshot: Snapshot, columns: list[tuple[str, FilterColumn]],
+                           snapshot: Snapshot, columns: list[tuple[str, VerdictColumn]],
                            rest: int, statuses: NodeToStatus) -> tuple[list[NodeInfo], int]:
         """``_filter`` when the leading filter plugins gave verdict columns: the nodes they
         pass come from one byte mask (C-level slicing, counting and ``compress``); the
@@ -352,11 +353,28 @@ class SchedulingAlgorithm:
 
     @staticmethod
     def _record_column_failures(nodes: list[NodeInfo], ring: bytes, start: int, end: int,
-                                failing: list[tuple[str, FilterColumn]],
+                                failing: list[tuple[str, VerdictColumn]],
                                 statuses: NodeToStatus, begin: int = 0) -> None:
         """Statuses of the nodes at ring positions [begin, end) that a column rejects:
         the first rejecting plugin's (in plugin order), as ``filter_nodes`` gives."""
         n = len(nodes)
+        if len(failing) == 1:
+            # One rejecting plugin: its verdicts at the failing slots, gathered in C.
+            name, col = failing[0]
+            slots: list[int] = []
+            cut = n - start  # ring positions from here on are slots from 0 on
+            for p_lo, p_hi, shift in ((begin, min(end, cut), start),
+                                      (max(begin, cut), end, start - n)):
+                if p_lo < p_hi:
+                    slots += compress(range(p_lo + shift, p_hi + shift),
+                                      map(not_, ring[p_lo:p_hi]))
+            # A failing slot's verdict is a Status (never None).
+            verdicts = cast(list[Status], list(map(col.values.__getitem__, slots)))
+            distinct = {id(s): s for s in verdicts}.values()
+            if all(s.plugin == name and s.code is not Code.ERROR for s in distinct):
+                statuses.update(zip(map(_NAME, map(nodes.__getitem__, slots)), verdicts,
+                                    strict=True))
+                return
         i = ring.find(0, begin, end)
         while i >= 0:
             slot = i + start

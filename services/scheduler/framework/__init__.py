@@ -3,8 +3,10 @@
 from pilothouse.services.scheduler.framework.columns import (
     Column,
     ColumnStore,
+    DomainColumn,
     FilterColumn,
     NodeSlots,
+    VerdictColumn,
 )
 from pilothouse.services.scheduler.framework.cycle_state import CycleState
 from pilothouse.services.scheduler.framework.interface import (
@@ -36,6 +38,7 @@ __all__ = [
     "Column",
     "ColumnStore",
     "CycleState",
+    "DomainColumn",
     "FilterColumn",
     "Framework",
     "Handle",
@@ -50,5 +53,6 @@ __all__ = [
     "ScoreRecord",
     "Snapshot",
     "Status",
+    "VerdictColumn",
     "is_success",
 ]

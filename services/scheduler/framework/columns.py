@@ -25,14 +25,17 @@ combine the columns of several plugins and pick feasible nodes with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from itertools import repeat
+from operator import eq
+from typing import Any, Generic, Protocol, TypeVar
 
 from pilothouse.services.scheduler.framework.snapshot import Snapshot
 from pilothouse.services.scheduler.framework.status import Code, Status
 from pilothouse.services.scheduler.framework.types import NodeInfo
 
-__all__ = ["Column", "ColumnStore", "FilterColumn", "NodeSlots"]
+__all__ = ["Column", "ColumnStore", "DomainColumn", "FilterColumn", "NodeSlots",
+           "VerdictColumn"]
 
 V = TypeVar("V")
 
@@ -112,6 +115,56 @@ class FilterColumn(Column["Status | None"]):
         if was != now:
             self.passed[slot] = now
             self.failed += 1 if was else -1
+
+
+class VerdictColumn(Protocol):
+    """What the framework reads from a plugin's ``filter_column``: the verdict per slot
+    (None = passes), a mask with 1 per passing slot (0 per failing one), how many fail."""
+
+    @property
+    def values(self) -> Sequence[Status | None]: ...
+
+    @property
+    def passed(self) -> bytes | bytearray: ...
+
+    @property
+    def failed(self) -> int: ...
+
+
+class DomainColumn(Column["str | None"]):
+    """Each node's value of one label (a topology domain; None: the node lacks it), and
+    per domain a byte mask of its nodes, for plugins whose verdict is per domain."""
+
+    __slots__ = ("_masks", "max_domains")
+
+    def __init__(self, key: str, max_domains: int = 64) -> None:
+        super().__init__(lambda ni: ni.labels.get(key))
+        self.max_domains = max_domains
+        self._masks: dict[str, int] | None = None
+
+    def rebuild(self, snapshot: Snapshot) -> None:
+        super().rebuild(snapshot)
+        self._masks = None
+
+    def set(self, slot: int, value: str | None) -> None:
+        if self.values[slot] != value:
+            self.values[slot] = value
+            self._masks = None
+
+    def masks(self) -> dict[str, int] | None:
+        """domain -> its nodes as an int whose byte i is 1 when slot i is in the domain
+        (bytes of one int OR together as the union of domains); None when there are more
+        than ``max_domains`` domains (per-node work is cheaper then)."""
+        if self._masks is None:
+            domains = set(self.values)
+            domains.discard(None)
+            if len(domains) > self.max_domains:
+                return None
+            values = self.values
+            self._masks = {
+                d: int.from_bytes(bytes(map(eq, values, repeat(d))), "little")
+                for d in domains if d is not None}
+        return self._masks
 
 
 C = TypeVar("C", bound=Column[Any])

@@ -19,7 +19,7 @@ from itertools import repeat
 from operator import add, mul
 from typing import Any
 
-from pilothouse.services.scheduler.framework.columns import FilterColumn, NodeSlots
+from pilothouse.services.scheduler.framework.columns import NodeSlots, VerdictColumn
 from pilothouse.services.scheduler.framework.cycle_state import CycleState
 from pilothouse.services.scheduler.framework.interface import (
     MAX_NODE_SCORE,
@@ -213,16 +213,16 @@ class Framework:
         return result, status
 
     def filter_columns(self, state: CycleState, pod: PodInfo, snapshot: Snapshot,
-                       ) -> tuple[list[tuple[str, FilterColumn]], int] | Status:
+                       ) -> tuple[list[tuple[str, VerdictColumn]], int] | Status:
         """Verdict columns of the leading filter plugins (in order, skipped ones left
         out) that have one for this pod, and the index in ``filter_plugins`` of the first
         plugin that has none (``filter_nodes(..., first=that)`` runs the rest).
 
         A plugin may define ``filter_column(state, pod, snapshot)`` returning a
-        ``FilterColumn`` (its ``filter`` verdict for every node of the snapshot, by slot)
+        ``VerdictColumn`` (its ``filter`` verdict for every node of the snapshot, by slot)
         or None (not for this pod: this plugin and the ones after it run per batch)."""
         skip = state.skip_filter_plugins
-        out: list[tuple[str, FilterColumn]] = []
+        out: list[tuple[str, VerdictColumn]] = []
         for i, pl in enumerate(self.filter_plugins):
             name = pl.name
             if name in skip:

@@ -14,7 +14,7 @@ is better, each constraint weighted by log(number of domains + 2).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from pilothouse.services.scheduler.framework import (
     MAX_NODE_SCORE,
     ClusterEvent,
     CycleState,
+    DomainColumn,
     Handle,
     NodeInfo,
     PodInfo,
@@ -275,6 +276,7 @@ class PodTopologySpread:
             raise ValueError("defaultConstraints must be empty when defaultingType is System")
         self.system_defaulted = self.defaulting_type == "System"
         self._counters: dict[tuple[Any, ...], SpreadCounts] = {}
+        self._domains: dict[str, DomainColumn] = {}
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Pod", "*"), ClusterEvent("Node", "Add"),
@@ -398,6 +400,45 @@ class PodTopologySpread:
             append(verdict)
         return out
 
+    def filter_column(self, state: CycleState, pod: PodInfo,
+                      snapshot: Snapshot) -> _SpreadColumn | None:
+        """The verdict of every node from its domains: a node passes a constraint when
+        its domain's count is within the limit, so the passing nodes are the union of the
+        passing domains' node masks (None when a key has too many domains)."""
+        s: _PreFilterState | None = state.get(_PRE_FILTER_KEY)
+        if s is None:
+            return None
+        n = len(snapshot.node_info_list)
+        passed = -1
+        domain_values: list[list[str | None]] = []
+        passing: list[set[str]] = []
+        for i, c in enumerate(s.constraints):
+            col = self._domain_column(snapshot, c.topology_key)
+            masks = col.masks()
+            if masks is None:
+                return None
+            counts = s.counts[i]
+            limit = c.max_skew + s.min_match(i) - s.self_match[i]
+            ok = {d for d in masks if counts.get(d, 0) <= limit}
+            union = 0
+            for d in ok:
+                union |= masks[d]
+            passed &= union
+            domain_values.append(col.values)
+            passing.append(ok)
+        mask = (passed & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+        return _SpreadColumn(_SpreadVerdicts(domain_values, passing), mask,
+                             n - mask.count(1))
+
+    def _domain_column(self, snapshot: Snapshot, key: str) -> DomainColumn:
+        col = self._domains.get(key)
+        if col is None:
+            if len(self._domains) >= 8:
+                self._domains.clear()
+            col = self._domains[key] = DomainColumn(key)
+        col.refresh(snapshot)
+        return col
+
     # -- Score -------------------------------------------------------------------------
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
@@ -473,6 +514,38 @@ class PodTopologySpread:
             else:
                 scores[i] = MAX_NODE_SCORE * (hi + lo - scores[i]) // hi
         return None
+
+
+class _SpreadVerdicts(Sequence["Status | None"]):
+    """Filter verdicts by slot, from each constraint's domain per slot and passing
+    domains: the first failing constraint decides, as in ``filter``."""
+
+    __slots__ = ("_domains", "_passing")
+
+    def __init__(self, domains: list[list[str | None]], passing: list[set[str]]) -> None:
+        self._domains = domains
+        self._passing = passing
+
+    def __getitem__(self, slot: Any) -> Any:
+        for values, ok in zip(self._domains, self._passing, strict=True):
+            tv = values[slot]
+            if tv is None:
+                return _REJECT_LABEL
+            if tv not in ok:
+                return _REJECT
+        return None
+
+    def __len__(self) -> int:
+        return len(self._domains[0]) if self._domains else 0
+
+
+class _SpreadColumn:
+    __slots__ = ("failed", "passed", "values")
+
+    def __init__(self, values: _SpreadVerdicts, passed: bytes, failed: int) -> None:
+        self.values = values
+        self.passed = passed
+        self.failed = failed
 
 
 def _round_half_away(x: float) -> int:

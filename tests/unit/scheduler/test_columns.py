@@ -21,7 +21,6 @@ from pilothouse.services.scheduler.framework import (
     Column,
     ColumnStore,
     CycleState,
-    FilterColumn,
     Framework,
     Handle,
     NodeInfo,
@@ -29,6 +28,7 @@ from pilothouse.services.scheduler.framework import (
     PodInfo,
     Snapshot,
     Status,
+    VerdictColumn,
 )
 from pilothouse.services.scheduler.plugins import load_registry
 from pilothouse.services.scheduler.testing import make_node, make_pod
@@ -157,7 +157,7 @@ class _NoColumns(Framework):
     """The per-batch path only (what the algorithm did before columns)."""
 
     def filter_columns(self, state: CycleState, pod: PodInfo, snapshot: Snapshot,
-                       ) -> tuple[list[tuple[str, FilterColumn]], int] | Status:
+                       ) -> tuple[list[tuple[str, VerdictColumn]], int] | Status:
         return [], 0
 
     def run_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
@@ -167,8 +167,10 @@ class _NoColumns(Framework):
 
 
 @pytest.mark.parametrize("nodes", [150, 700])
-@pytest.mark.parametrize("spread", [False, True], ids=["columns-only", "then-batched"])
-def test_scheduling_with_columns_equals_the_batch_path(nodes: int, spread: bool) -> None:
+@pytest.mark.parametrize("extra", ["", "spread-zone", "spread-hostname", "anti-affinity"])
+def test_scheduling_with_columns_equals_the_batch_path(nodes: int, extra: str) -> None:
+    """Columns only; PodTopologySpread by zone (a domain column); by hostname (too many
+    domains: per batch after the columns); InterPodAffinity (per batch)."""
     runs: list[list[tuple[str, int, int, int, dict[str, str]]]] = []
     for fwk_cls in (Framework, _NoColumns):
         cache, live = _cluster(3, nodes)
@@ -183,11 +185,18 @@ def test_scheduling_with_columns_equals_the_batch_path(nodes: int, spread: bool)
         for i in range(120):
             shape = rnd.choice([0, 0, 0, 2, 2, 3, 1])
             kwargs = dict(SHAPES[shape])
-            if spread:
+            if extra.startswith("spread"):
+                key = ZONE if extra == "spread-zone" else "kubernetes.io/hostname"
                 kwargs["labels"] = {"app": "w"}
-                kwargs["spread"] = [{"maxSkew": 2, "topologyKey": ZONE,
+                kwargs["spread"] = [{"maxSkew": 2, "topologyKey": key,
                                      "whenUnsatisfiable": "DoNotSchedule",
                                      "labelSelector": {"matchLabels": {"app": "w"}}}]
+            elif extra == "anti-affinity" and i % 2:
+                kwargs["labels"] = {"app": "a"}
+                kwargs["affinity"] = {**kwargs.get("affinity", {}), "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [{
+                        "labelSelector": {"matchLabels": {"app": "a"}},
+                        "topologyKey": "kubernetes.io/hostname"}]}}
             pi = PodInfo(make_pod(f"p{i}", **kwargs))
             cache.update_snapshot(snapshot)
             state = CycleState()
