@@ -43,7 +43,8 @@ AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
 SHIM_MODULES = ("pilothouse.cli", "pilothouse.runtime_shim.cli",
                 "pilothouse.runtime_shim.server", "pilothouse.runtime_shim.streaming",
                 "pilothouse.runtime_shim.process.backend",
-                "pilothouse.runtime_shim.process.supervisor")
+                "pilothouse.runtime_shim.process.supervisor",
+                "pilothouse.runtime_shim.process.zygote")
 
 
 def _link_tree(source: Path, target: Path) -> None:
