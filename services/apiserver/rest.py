@@ -345,6 +345,8 @@ class RestAPI:
         if t.subresource in streaming.SUBRESOURCES and t.kind.plural == "pods" and \
                 not t.kind.group and t.namespace:
             labels["verb"] = "CONNECT"  # not an upgrade: checked, then refused (streaming.py)
+            if method not in ("GET", "POST"):
+                raise errors.method_not_supported(f"pods/{t.subresource}", method)
             raise await self.streaming.http(t.namespace, t.name, t.subresource,
                                             request.raw_query)
         if t.subresource:

@@ -249,6 +249,8 @@ async def test_refusals_are_kubernetes_statuses(process_node: Node) -> None:
         assert (resp.status_code, resp.json()["reason"]) == (404, "NotFound")
         resp = await http.get(f"{api}/web/exec?command=ls")
         assert resp.json()["message"] == "you must specify at least 1 of stdin, stdout, stderr"
+        resp = await http.delete(f"{api}/web/exec?command=ls&stdout=true")
+        assert (resp.status_code, resp.json()["reason"]) == (405, "MethodNotAllowed")
         metrics = (await http.get(f"http://127.0.0.1:{node.api.port}/metrics")).text
     assert 'apiserver_request_total{code="404",component="apiserver",dry_run="",group="",' \
            'resource="pods",scope="resource",subresource="exec",verb="CONNECT",' \
