@@ -53,6 +53,12 @@ def _answer(fd: int, text: str) -> None:
         os.write(fd, text.encode()[:4000])
 
 
+def _describe(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:  # "mount x on y: Permission denied"
+        return err.strerror + (f": {err.filename}" if err.filename else "")
+    return str(err)
+
+
 def make_sandbox(request: dict[str, Any]) -> None:
     """Namespaces bound at their files, hostname, loopback and the pod's veth (if asked)."""
     net = request.get("net")
@@ -98,7 +104,7 @@ def _work(request: dict[str, Any], reply_fd: int) -> int:
         try:
             make_sandbox(request)
         except Exception as err:
-            _answer(reply_fd, f"error {err}")
+            _answer(reply_fd, f"error {_describe(err)}")
             return 1
         _answer(reply_fd, "ok")
         return 0
