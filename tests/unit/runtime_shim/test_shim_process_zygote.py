@@ -57,13 +57,15 @@ async def test_sandbox_namespaces_bound_at_their_files_with_the_hostname(
 
 
 async def test_a_failing_sandbox_says_why(zygote: Zygote, tmp_path: Path) -> None:
-    with pytest.raises(ZygoteError, match=r"^add veth vethnobridge: "):
-        await zygote.call({"op": "sandbox", "netns": str(tmp_path / "net"), "ipc": None,
-                           "uts": None, "hostname": "x",
-                           "net": {"host_ifname": "vethnobridge", "bridge_index": 999999,
-                                   "ip": "10.9.0.2", "prefixlen": 24,
-                                   "gateway": "10.9.0.1"}})
-    await network.remove_namespaces([str(tmp_path / "net")])
+    try:
+        with pytest.raises(ZygoteError, match=r"^add veth vethnobridge: "):
+            await zygote.call({"op": "sandbox", "netns": str(tmp_path / "net"), "ipc": None,
+                               "uts": None, "hostname": "x",
+                               "net": {"host_ifname": "vethnobridge", "bridge_index": 999999,
+                                       "ip": "10.9.0.2", "prefixlen": 24,
+                                       "gateway": "10.9.0.1"}})
+    finally:
+        await network.remove_namespaces([str(tmp_path / "net")])
 
 
 async def test_a_killed_zygote_is_replaced_by_the_next_request(zygote: Zygote) -> None:
