@@ -20,9 +20,16 @@ A container's state is read from those files: ``exit.json`` → EXITED,
 watches each supervisor through a pidfd, whether it started it or re-adopted
 it after a restart, to publish CONTAINER_STOPPED events.
 
+Supervisors and sandbox namespaces are forked by the zygote (:mod:`.zygote`),
+a small process started with the backend: a container start is a fork, not an
+interpreter start, and a sandbox is one forked worker (namespaces, hostname,
+veth over rtnetlink), not a handful of ``ip``/``unshare`` commands.
+
 Isolation needs root (CAP_SYS_ADMIN). Without it sandboxes use the host's
-network, IPC and UTS and containers run unconfined on the host filesystem
-with the image rootfs as working directory; ``Status`` says so.
+network, IPC and UTS (``Status``: NetworkReady with reason HostNetworkOnly)
+and containers run unconfined on the host filesystem: the image's executable,
+found inside the image rootfs, in the image's working directory; no cgroups,
+so resource limits are refused (Unimplemented) rather than ignored.
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
-"""The per-container supervisor (like containerd-shim or conmon), run as its own process.
+"""The per-container supervisor (like containerd-shim or conmon).
+
+The shim's zygote (:mod:`.zygote`) forks it (:func:`run_detached`), in a session
+of its own, so it outlives the shim that asked for it and is re-parented to
+init when the zygote goes. As a command of its own (debugging)::
 
     python -m pilothouse.runtime_shim.process.supervisor CONTAINER_DIR --ready-fd N
 
-It forks once more and the first process exits at once, so the supervisor is
-nobody's child and outlives the shim that started it. It then
+it forks once more and the first process exits at once. Either way it then
 
 1. enters a new PID namespace (or the pod's), and forks the container's
    process, which joins its cgroups and the sandbox's network/IPC/UTS
    namespaces, gets a mount namespace with an overlay of the image rootfs as
    ``/`` (pivot_root), ``/proc``, ``/dev``, ``/sys`` and the CRI mounts, drops
-   to its user and execs the command;
+   to its user and execs the command (without root: no namespaces and no
+   mounts, the image's own executable, looked up inside the image rootfs with
+   its symlinks resolved there, run in the image's working directory);
 2. reports ``ok <pid>`` (or ``error <message>``) on the ready pipe and writes
    ``state.json`` (pids and start time);
 3. copies the process's stdout/stderr into the CRI log file (re-opened on
@@ -18,7 +23,7 @@ nobody's child and outlives the shim that started it. It then
    signal, OOM kill from the memory cgroup's counter, finish time) and exits.
 
 Standard library only, and nothing from the rest of pilothouse except the
-two small pure helpers, so it starts fast. The spec it runs is
+two small pure helpers, so the zygote that forks it stays small. The spec it runs is
 ``CONTAINER_DIR/spec.json``, written by the process backend.
 """
 
