@@ -11,7 +11,7 @@ import re
 import select
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -102,9 +102,15 @@ def test_exec_with_piped_stdin(cluster: Cluster, ns: str) -> None:
     assert digest.split()[0] == hashlib.md5(data.encode()).hexdigest()
 
 
-def run_in_terminal(cluster: Cluster, *args: str, within: float = 60) -> tuple[int, str]:
-    """Run kubectl with a pseudo-terminal as its stdin/stdout/stderr (as a shell would)."""
+def run_in_terminal(cluster: Cluster, *args: str, within: float = 60,
+                    typed: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, str]:
+    """Run kubectl with a pseudo-terminal as its stdin/stdout/stderr (as a shell would).
+
+    ``typed``: (what to wait for in the output, what to type then), in order. A
+    cursor-position query (ESC [6n, busybox's line editor asks it) is answered as a
+    terminal would."""
     master, slave = pty.openpty()
+    pending = list(typed)
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), TERM="xterm")
     proc = subprocess.Popen([KUBECTL, *args], stdin=slave, stdout=slave, stderr=slave,
                             env=env, start_new_session=True)
@@ -122,6 +128,10 @@ def run_in_terminal(cluster: Cluster, *args: str, within: float = 60) -> tuple[i
                 if not chunk:
                     break
                 out += chunk
+                if b"\x1b[6n" in chunk:
+                    os.write(master, b"\x1b[1;1R")
+                while pending and pending[0][0] in out:
+                    os.write(master, pending.pop(0)[1])
             elif proc.poll() is not None:
                 break
         else:
@@ -139,6 +149,16 @@ def test_exec_with_a_terminal(cluster: Cluster, ns: str) -> None:
                                 "test -t 0 && test -t 1 && echo a-terminal; exit 3")
     assert "a-terminal" in out
     assert code == 3
+
+
+
+def test_an_interactive_shell(cluster: Cluster, ns: str) -> None:
+    """kubectl exec -it sh: keystrokes in, the prompt and results out, exit code back."""
+    code, out = run_in_terminal(cluster, "exec", "-it", "-n", ns, "shell", "--", "sh",
+                                typed=[(b"# ", b"echo $((6*7))-answer\r"),
+                                       (b"42-answer", b"exit 5\r")])
+    assert "42-answer" in out
+    assert code == 5
 
 
 def test_attach_sends_stdin_and_shows_output(cluster: Cluster, ns: str) -> None:
