@@ -4,6 +4,7 @@ kubelet /exec -> CRI Exec -> the shim's streaming server, with the real pieces i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from collections.abc import Sequence
@@ -129,6 +130,21 @@ async def test_exec_returns_output_stderr_and_exit_code(process_node: Node) -> N
     assert session.subprotocol == V4
     assert session.channels[1] == b"web\n"
     assert session.status == {"metadata": {}, "status": "Success"}
+
+
+async def test_concurrent_execs_do_not_cross(process_node: Node) -> None:
+    await start(process_node, busybox_pod("web", "sleep 3600"))
+
+    async def one(i: int) -> bytes:
+        url = pod_url(process_node, "web", "exec", exec_query(
+            "sh", "-c", f"read x; echo $x-{i}", stdin=True, stdout=True))
+        async with await open_ws(url, V5) as ws:
+            await ws.send(b"\x00" + f"hello{i}\n".encode())
+            session = await collect(ws)
+        return session.channels.get(1, b"")
+
+    outputs = await asyncio.gather(*(one(i) for i in range(12)))
+    assert outputs == [f"hello{i}-{i}\n".encode() for i in range(12)]
 
 
 async def test_exec_stdin_reaches_the_command_and_v5_close_ends_it(process_node: Node) -> None:
