@@ -255,6 +255,11 @@ async def test_refusals_are_kubernetes_statuses(process_node: Node) -> None:
     code, status = await refused(pod_url(node, "web", "portforward", [("ports", "x")]),
                                  "portforward.k8s.io")
     assert (code, status["reason"]) == (400, "BadRequest")
+    kubelet = node.kubelet_url.replace("http://", "ws://")
+    with pytest.raises(InvalidStatus) as caught:  # the channel protocol needs ?port=
+        await open_ws(f"{kubelet}/portForward/default/web", "portforward.k8s.io")
+    assert caught.value.response.status_code == 400
+    assert b'query parameter "port" is required' in (caught.value.response.body or b"")
     # not a WebSocket (what kubectl's SPDY fallback sends): checked, then refused
     api = f"http://127.0.0.1:{node.api.port}/api/v1/namespaces/default/pods"
     async with httpx.AsyncClient(timeout=20) as http:
