@@ -1,20 +1,19 @@
-"""kubectl exec, attach, cp and port-forward against `pilothouse up`: kubectl 1.32 speaks
-WebSockets to the apiserver (pods/exec|attach|portforward), which relays them to the
-kubelet, which relays them to the runtime shim's streaming server."""
+"""kubectl exec, attach and cp (and the official Python client's exec and port-forward)
+against `pilothouse up`: kubectl 1.32 speaks WebSockets to the apiserver
+(pods/exec|attach|portforward), which relays them to the kubelet, which relays them to
+the runtime shim's streaming server. kubectl port-forward: test_kubectl_portforward.py."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import pty
-import re
 import select
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import KUBECTL, Cluster
@@ -200,33 +199,6 @@ def test_errors_are_reported_as_kubernetes_does(cluster: Cluster, ns: str) -> No
     proc = cluster.kubectl("attach", "-n", ns, "shell", "-c", "nope", check=False)
     assert proc.returncode == 1
     assert "nope" in proc.stderr
-
-
-def test_port_forward(cluster: Cluster, ns: str) -> None:
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
-    proc = subprocess.Popen([KUBECTL, "port-forward", "-n", ns, "pod/web", ":8080"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
-        found = re.search(r"127\.0\.0\.1:(\d+) -> 8080", line)
-        assert found, (line, proc.stderr.read() if proc.poll() is not None else "")
-        port = int(found.group(1))
-        pages: list[str] = []
-
-        def served() -> bool:
-            try:
-                pages.append(httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text)
-            except httpx.HTTPError as exc:
-                pages.append(repr(exc))
-            return "hello-pf" in pages[-1]
-
-        wait_until(served, "a page through kubectl port-forward", within=30)
-        # a second connection over the same tunnel
-        assert httpx.get(f"http://127.0.0.1:{port}/index.html", timeout=10).text == "hello-pf\n"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_the_official_python_clients_exec_and_port_forward(cluster: Cluster, ns: str) -> None:
