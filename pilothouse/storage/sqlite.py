@@ -20,6 +20,10 @@ before it, so a conflict fails only that write), commits once (WAL,
 publishes their watch events, in revision order. One *reader* thread owns a
 read-only connection; each read is one transaction, so a range and its
 revision and count are one snapshot. WAL lets reads run during commits.
+One *checkpointer* thread copies the WAL back into the database file
+(``PRAGMA wal_checkpoint(PASSIVE)``, which never blocks the writer), so no
+commit pays for a checkpoint: SQLite's automatic checkpoint, which runs inside
+the commit that crosses 1000 WAL pages, is turned off on the writer.
 
 Compaction to R sets ``compact_revision`` at once (in a write transaction),
 then deletes in chunks between write batches, walking the rows after
@@ -135,6 +139,12 @@ _LIVE_AT = (
 DEFAULT_MAX_BATCH = 512
 PAGE_COUNT_CACHE = 256
 DEFAULT_COMPACT_CHUNK = 1000
+# The checkpointer runs at most this often while writes come in.
+CHECKPOINT_INTERVAL = 0.5
+# A WAL this many pages long is checkpointed with RESTART (waits for the writer
+# between two of its transactions) so that it cannot grow without bound when
+# passive checkpoints keep falling just behind a steady stream of commits.
+CHECKPOINT_RESTART_PAGES = 16_384
 
 T = TypeVar("T")
 
@@ -400,6 +410,7 @@ class _Writer(_Thread):
         self.compact_waiters.extend((r, f) for r, f in waiters if r > self.compacted_upto)
         outcomes.extend((f, None, None) for _, f in done)
         self.post(functools.partial(self.store._deliver, events, outcomes))
+        self.store._checkpointer.poke()
 
     def _compact_step(self) -> None:
         """Delete the dead rows among the next chunk after ``compacted_upto``."""
@@ -514,6 +525,60 @@ class _Reader(_Thread):
             self.done.set_result(None)
 
 
+class _Checkpointer(threading.Thread):
+    """Copies the WAL into the database file off the writer's path (module docstring).
+
+    The writer calls :meth:`poke` after each commit; the checkpointer runs one
+    passive checkpoint per poke, at most every ``CHECKPOINT_INTERVAL`` seconds.
+    """
+
+    def __init__(self, store: SqliteStorage) -> None:
+        super().__init__(name=f"pilothouse-storage-checkpointer:{store.path.name}", daemon=True)
+        self.path = store.path
+        self.options = store.options
+        self._wake = threading.Event()
+        self._stopping = False
+        self.checkpoints = 0
+        self.wal_pages = 0  # WAL length (pages) at the last checkpoint
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def run(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=True)
+        except sqlite3.Error as exc:
+            log.error("checkpointer cannot connect", extra={"path": str(self.path),
+                                                            "error": str(exc)})
+            return
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self.options.busy_timeout_ms}")
+            while True:
+                self._wake.wait()
+                if self._stopping:
+                    return
+                self._wake.clear()
+                self.checkpoint(conn)
+                time.sleep(CHECKPOINT_INTERVAL)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def checkpoint(self, conn: sqlite3.Connection) -> None:
+        mode = "RESTART" if self.wal_pages >= CHECKPOINT_RESTART_PAGES else "PASSIVE"
+        try:
+            _, pages, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:  # busy or disk trouble: the next poke retries
+            log.warning("checkpoint failed", extra={"path": str(self.path), "error": str(exc)})
+            return
+        self.checkpoints += 1
+        self.wal_pages = max(pages, 0)
+
+
 class SqliteStorage:
     """The embedded default backend; open it with :meth:`open` (or ``open_storage``)."""
 
@@ -537,6 +602,7 @@ class SqliteStorage:
         self._page_counts: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._writer = _Writer(self)
         self._reader = _Reader(self)
+        self._checkpointer = _Checkpointer(self)
         self._hub = WatchHub(
             backend=BACKEND,
             revision=0,
@@ -570,6 +636,7 @@ class SqliteStorage:
             if isinstance(exc, sqlite3.Error | OSError):
                 raise StorageOpenError(f"{db}: cannot open storage: {exc}") from None
             raise
+        store._checkpointer.start()
         store._committed_revision = store._writer.revision
         store._compact_revision = store._writer.compact_revision
         store._hub.published_revision = store._writer.revision
@@ -682,6 +749,9 @@ class SqliteStorage:
             raise StorageClosedError(f"{self.path}: storage is closed")
 
     async def _shutdown(self) -> None:
+        if self._checkpointer.is_alive():
+            self._checkpointer.stop()
+            await asyncio.to_thread(self._checkpointer.join)
         for thread in (self._reader, self._writer):  # the writer last: it owns the WAL
             if thread.is_alive():
                 thread.jobs.put(_STOP)
@@ -946,6 +1016,8 @@ def _connect_writer(path: Path, options: SqliteOptions) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise _open_error(path, f"cannot use WAL journal mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {options.synchronous.upper()}")
+        # Checkpoints run on their own thread (_Checkpointer), never inside a commit.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         if not tables:
             conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:

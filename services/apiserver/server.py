@@ -28,7 +28,12 @@ import uvicorn
 
 from pilothouse.api.kinds import KindRegistry
 from pilothouse.logs import setup_logging
-from pilothouse.loop import freeze_startup_heap, run_event_loop
+from pilothouse.loop import (
+    freeze_startup_heap,
+    run_event_loop,
+    shorten_switch_interval,
+    tune_gc_for_growing_heap,
+)
 from pilothouse.services.apiserver import strategies  # noqa: F401  (registers strategies)
 from pilothouse.services.apiserver.grpc_frontend import GRPCServer
 from pilothouse.services.apiserver.metrics import APIServerMetrics
@@ -120,6 +125,7 @@ class APIServer:
             await self.grpc.set_serving(True)
             log.info("apiserver gRPC listening", extra={"address": self.grpc_address})
         freeze_startup_heap()
+        _tune_process()
         self.ready = True
         log.info("apiserver listening", extra={"url": self.url})
 
@@ -216,6 +222,20 @@ class APIServer:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
+
+
+_process_tuned = False
+
+
+def _tune_process() -> None:
+    """Process-wide settings for serving (pilothouse/loop.py says why): the
+    collector policy for a cache that grows, and a short GIL switch interval so
+    the storage threads' results reach the loop without waiting. Once per process."""
+    global _process_tuned
+    if not _process_tuned:
+        _process_tuned = True
+        tune_gc_for_growing_heap()
+        shorten_switch_interval()
 
 
 def _free_port(host: str) -> int:
