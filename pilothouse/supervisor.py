@@ -3,10 +3,13 @@
 ``pilothouse up`` starts each component (runtime shim, scheduler,
 controller-manager, kubelet) as its own ``pilothouse <component>`` process —
 real processes on real cores, as in a Kubernetes node — with its output in
-``DATA_DIR/logs/<name>.log``. The supervisor waits until a component says it
+``DATA_DIR/logs/<name>.log``; a component may also be another program (a
+private containerd) and may run in a network namespace (a node of
+``pilothouse up --nodes N``). The supervisor waits until a component says it
 is ready, restarts one that dies (back-off 1 s doubling to 30 s, as a kubelet
-restarts a container), and stops them in reverse order on shutdown (SIGTERM,
-then SIGKILL after a grace period).
+restarts a container), and stops them in reverse order on shutdown
+(``before_stop`` hook, SIGTERM, SIGKILL after a grace period, ``after_stop``
+hook — the hooks run even for a component that is down at that moment).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,6 +30,7 @@ log = logging.getLogger("pilothouse.supervisor")
 RESTART_BACKOFF_INITIAL = 1.0
 RESTART_BACKOFF_MAX = 30.0
 STOP_GRACE_SECONDS = 15.0
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 
 
 class ComponentFailed(RuntimeError):
@@ -39,8 +44,23 @@ class Component:
     ready: Callable[[], Awaitable[bool]]
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 60.0
+    stop_timeout: float = STOP_GRACE_SECONDS  # for each of the before/after-stop hooks
     # Runs before the component is sent SIGTERM on shutdown (errors are logged).
     before_stop: Callable[[], Awaitable[None]] | None = None
+    # Runs once the component has exited on shutdown (errors are logged): cleanup of
+    # what it leaves behind (mounts, processes, links).
+    after_stop: Callable[[], Awaitable[None]] | None = None
+    # The program to run instead of ``python -m pilothouse.cli`` (``args`` follow it).
+    program: list[str] | None = None
+    # A network namespace file (/run/netns/NAME) to run the component in; the mount
+    # namespace stays the host's, so its mounts are everyone's (nsenter --net only).
+    netns: str | None = None
+
+    def argv(self) -> list[str]:
+        argv = [*(self.program or [sys.executable, "-m", "pilothouse.cli"]), *self.args]
+        if self.netns:
+            argv = [NSENTER, f"--net={self.netns}", "--", *argv]
+        return argv
 
 
 @dataclass
@@ -85,7 +105,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path(spec.name).open("ab") as out:
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pilothouse.cli", *spec.args,
+                *spec.argv(),
                 stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, **spec.env}, start_new_session=True)
 
@@ -164,23 +184,28 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         for running in reversed(self._running):
-            process = running.process
-            if process.returncode is not None:
-                continue
-            if running.spec.before_stop is not None:
-                try:
-                    await asyncio.wait_for(running.spec.before_stop(), STOP_GRACE_SECONDS)
-                except Exception as exc:
-                    log.warning("before-stop hook failed",
-                                extra={"component": running.spec.name, "error": str(exc)})
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("component did not stop; killing", extra={
-                    "component": running.spec.name})
+            spec, process = running.spec, running.process
+            if spec.before_stop is not None:
+                await _hook(spec, "before-stop", spec.before_stop, spec.stop_timeout)
+            if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+                except TimeoutError:
+                    log.warning("component did not stop; killing", extra={
+                        "component": spec.name})
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    await process.wait()
+            if spec.after_stop is not None:
+                await _hook(spec, "after-stop", spec.after_stop, spec.stop_timeout)
         self._running.clear()
+
+
+async def _hook(spec: Component, what: str, hook: Callable[[], Awaitable[None]],
+                limit: float) -> None:
+    try:
+        await asyncio.wait_for(hook(), limit)
+    except Exception as exc:
+        log.warning(f"{what} hook failed", extra={"component": spec.name, "error": str(exc)})

@@ -23,6 +23,8 @@ from pathlib import Path
 from pilothouse.runtime_shim.containerd.cni import conflist as cni_conflist
 from pilothouse.runtime_shim.images.oci import PAUSE_TAG
 
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+
 CONFIG = """version = 2
 root = "{dir}/root"
 state = "{dir}/state"
@@ -57,18 +59,34 @@ class Containerd:
     def address(self) -> str:
         return str(self.directory / "containerd.sock")
 
-    def start(self, timeout: float = 30.0) -> None:
+    def write_config(self) -> list[str]:
+        """Write config.toml and the CNI conflist; return the daemon's command line
+        (``pilothouse up`` runs it under its own supervisor instead of ``start``)."""
         d = self.directory
+        longest = d / "containerd.sock.ttrpc"
+        if len(str(longest).encode()) > MAX_SOCKET_PATH:
+            raise ValueError(f"{d} is too long for containerd's unix sockets "
+                             f"({longest} is over {MAX_SOCKET_PATH} bytes): use a shorter "
+                             "directory")
         (d / "cni").mkdir(parents=True, exist_ok=True)
         (d / "config.toml").write_text(CONFIG.format(dir=d, pause=PAUSE_TAG,
                                                      cni_bin="/usr/lib/cni"))
         (d / "cni" / "10-pilothouse.conflist").write_text(json.dumps(cni_conflist(
             name=f"pilothouse-{self.bridge}", bridge=self.bridge, subnet=self.subnet,
             data_dir=str(d / "ipam"))))
+        return ["containerd", "--config", str(d / "config.toml")]
+
+    def accepts(self) -> bool:
+        """The gRPC socket accepts connections (the socket file exists a moment before
+        listen(), so its presence is not enough)."""
+        return _accepts(self.address)
+
+    def start(self, timeout: float = 30.0) -> None:
+        d = self.directory
+        argv = self.write_config()
         log = open(d / "containerd.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            ["containerd", "--config", str(d / "config.toml")], stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while not _accepts(self.address):  # the socket file exists a moment before listen()
