@@ -41,6 +41,7 @@ from pilothouse.gen.k8s.apps.v1 import apps_pb2
 from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.gen.k8s.policy.v1 import policy_pb2
 from pilothouse.gen.k8s.scheduling.v1 import scheduling_pb2
+from pilothouse.loop import freeze_startup_heap
 from pilothouse.services.scheduler.algorithm import (
     FitError,
     ScheduleResult,
@@ -90,7 +91,8 @@ class Scheduler:
                  clock: AsyncClock | None = None, registry: Mapping[str, Any] | None = None,
                  identity: str = "", record_events: bool = True,
                  rng: random.Random | None = None, max_binding_tasks: int = 256,
-                 explain_capacity: int = 5000) -> None:
+                 explain_capacity: int = 5000, freeze_heap_after_sync: bool = False,
+                 ) -> None:
         self.client = client
         self.config = config or default_config()
         self.clock = clock or real_clock()
@@ -140,6 +142,9 @@ class Scheduler:
             rng=self.rng, percentage_of_nodes_to_score=self.config.percentage_of_nodes_to_score)
         self._binding_slots = asyncio.Semaphore(max_binding_tasks)
         self.record_explain = True
+        #: A process running one scheduler freezes its start-up heap (the synced caches)
+        #: out of the cyclic collector's way, as the apiserver does (``pilothouse.loop``).
+        self.freeze_heap_after_sync = freeze_heap_after_sync
         self.synced = False
         self.leading = False
         self._leader_gauge: Any = None  # leader_election_master_status, when elected
@@ -272,7 +277,10 @@ class Scheduler:
         if new.spec.nodeName:
             if not old.spec.nodeName:
                 self.queue.delete(key)
-            self.cache.update_pod(old, new, self.pod_info(new))
+            # The bound version of a pod we assumed: its PodInfo carries over unparsed.
+            known = self.cache.get_pod(key)
+            pi = known.rebound(new) if known is not None else None
+            self.cache.update_pod(old, new, pi or self.pod_info(new))
             if old.spec.nodeName:
                 self.queue.move_all_to_active_or_backoff(ClusterEvent("AssignedPod", "Update"))
             return
@@ -511,6 +519,8 @@ class Scheduler:
                                            name="scheduler:queue-flush"))
             await self.factory.wait_for_sync()
             self.synced = True
+            if self.freeze_heap_after_sync:
+                freeze_startup_heap()
             log.info("scheduler caches synced: %d nodes, %d pods", self.cache.node_count,
                      self.cache.pod_count)
             if elect:

@@ -173,7 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.leader_elect is not None:
         config.leader_election.leader_elect = args.leader_elect == "true"
     client = connect(args.master)
-    scheduler = Scheduler(client, config=config)
+    scheduler = Scheduler(client, config=config, freeze_heap_after_sync=True)
     http = SchedulerHTTP(scheduler, args.bind_address, args.port)
     await http.start()
     log.info("scheduler serving", extra={"url": http.url, "master": args.master})

@@ -331,6 +331,34 @@ class PodInfo:
         except SelectorError as exc:
             self.affinity_error = str(exc)
 
+    def rebound(self, pod: core_pb2.Pod) -> PodInfo | None:
+        """This PodInfo for ``pod``, a newer version of the same pod (typically the bound
+        one, which differs in ``spec.nodeName`` and its status conditions), without parsing
+        it again; None when anything ``__init__`` reads from a pod differs (build anew).
+        Keep in step with ``__init__``."""
+        old = self.pod
+        om, nm = old.metadata, pod.metadata
+        os_, ns = old.spec, pod.spec
+        if not (om.uid == nm.uid and om.name == nm.name and om.namespace == nm.namespace
+                and om.labels == nm.labels
+                and om.HasField("deletionTimestamp") == nm.HasField("deletionTimestamp")
+                and old.status.startTime == pod.status.startTime
+                and os_.containers == ns.containers
+                and os_.initContainers == ns.initContainers
+                and os_.overhead == ns.overhead and os_.tolerations == ns.tolerations
+                and os_.affinity == ns.affinity
+                and os_.HasField("affinity") == ns.HasField("affinity")
+                and os_.HasField("priority") == ns.HasField("priority")
+                and os_.priority == ns.priority
+                and os_.preemptionPolicy == ns.preemptionPolicy):
+            return None
+        new = PodInfo.__new__(PodInfo)
+        for name in PodInfo.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.pod = pod
+        new.node_name = ns.nodeName
+        return new
+
     @property
     def has_affinity(self) -> bool:
         """Any pod affinity or anti-affinity (Kubernetes' ``podWithAffinity``)."""
