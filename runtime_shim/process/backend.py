@@ -606,7 +606,7 @@ class ProcessBackend:
                 raise RuntimeFailure(f"cannot create container: {err}") from None
             raise
         self.containers[c.id] = c
-        self.events.publish(self._event(c, cri.CONTAINER_CREATED_EVENT))
+        self._publish(c, cri.CONTAINER_CREATED_EVENT)
         return cri.CreateContainerResponse(container_id=c.id)
 
     def _mounts(self, sb: Sandbox, config: cri.ContainerConfig) -> list[dict[str, Any]]:
@@ -739,7 +739,7 @@ class ProcessBackend:
                 self._reap_lost(c, rt)
             event.set()
             if c.id in self.containers:
-                self.events.publish(self._event(c, cri.CONTAINER_STOPPED_EVENT))
+                self._publish(c, cri.CONTAINER_STOPPED_EVENT)
 
         if pidfd < 0:  # already gone (a very short-lived container)
             exited()
@@ -761,7 +761,7 @@ class ProcessBackend:
             rt = self._runtime(c)
             if rt.state == cri.CONTAINER_EXITED and rt.reason == "StartError":
                 raise RuntimeFailure(f"failed to start container {c.id}: {rt.message}")
-            self.events.publish(self._event(c, cri.CONTAINER_STARTED_EVENT))
+            self._publish(c, cri.CONTAINER_STARTED_EVENT)
             self._watch(c, rt)
         return cri.StartContainerResponse()
 
@@ -848,7 +848,7 @@ class ProcessBackend:
         self._known.pop(c.id, None)
         self._exited.pop(c.id, None)
         self._cpu_samples.pop(c.id, None)
-        self.events.publish(self._event(c, cri.CONTAINER_DELETED_EVENT, removed=True))
+        self._publish(c, cri.CONTAINER_DELETED_EVENT, removed=True)
 
     def _container_status(self, c: Container) -> cri.ContainerStatus:
         rt = self._runtime(c)
@@ -1136,6 +1136,11 @@ class ProcessBackend:
                 if other.sandbox_id == sb.id and not (removed and other.id == c.id):
                     event.containers_statuses.append(self._container_status(other))
         return event
+
+    def _publish(self, c: Container, kind: cri.ContainerEventType.ValueType,
+                 removed: bool = False) -> None:
+        if self.events.subscribers:  # an event carries every status of the pod: build it
+            self.events.publish(self._event(c, kind, removed))  # only for a listener
 
     def container_events(self) -> AsyncIterator[cri.ContainerEventResponse]:
         return self.events.subscribe()
