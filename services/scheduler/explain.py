@@ -67,11 +67,25 @@ class Attempt:
 
 
 class ExplainStore:
-    def __init__(self, capacity: int = 5000) -> None:
+    def __init__(self, capacity: int = 5000, top_nodes: int = 50) -> None:
         self.capacity = capacity
+        self.top_nodes = top_nodes
         self._attempts: OrderedDict[str, Attempt] = OrderedDict()
 
     def record(self, attempt: Attempt) -> None:
+        """Keep ``attempt`` (its best ``top_nodes`` scored nodes only: what ``to_dict``
+        shows; 5000 attempts with every scored node of a 5000-node cluster held ~200 MB)."""
+        n = len(attempt.scored_nodes)
+        if n > self.top_nodes and len(attempt.totals) == n:
+            # The order to_dict gives: by total, highest first, ties in scoring order.
+            keep = sorted(range(n), key=attempt.totals.__getitem__,
+                          reverse=True)[:self.top_nodes]
+            attempt.scored_nodes = list(map(attempt.scored_nodes.__getitem__, keep))
+            attempt.totals = list(map(attempt.totals.__getitem__, keep))
+            attempt.score_records = [
+                ScoreRecord(r.plugin, r.weight, list(map(r.raw.__getitem__, keep)),
+                            list(map(r.normalized.__getitem__, keep)))
+                for r in attempt.score_records]
         self._attempts[attempt.pod] = attempt
         self._attempts.move_to_end(attempt.pod)
         while len(self._attempts) > self.capacity:
