@@ -29,27 +29,16 @@ the fallback reports the same reason the WebSocket got.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import httpx
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import ClientProtocol
-from websockets.datastructures import Headers
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidStatus,
-    NegotiationError,
-)
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from pilothouse.api.serialization import dumps
 from pilothouse.services.apiserver import errors, proxy
@@ -57,11 +46,11 @@ from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.operations import not_found_path
 from pilothouse.services.apiserver.registry import Registry
+from pilothouse.wsrelay import PassThroughWebSocketProtocol as PassThroughWebSocketProtocol
+from pilothouse.wsrelay import Receive, Send, deny, dial, relay
+from pilothouse.wsrelay import offering as _offering  # noqa: F401 - tests dial with it
 
 log = logging.getLogger("pilothouse.apiserver.streaming")
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 SUBRESOURCES = ("exec", "attach", "portforward")
 KUBELET_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
@@ -215,9 +204,7 @@ def _query(query_string: bytes) -> list[tuple[str, str]]:
 async def _dial(url: str, subprotocols: list[str]) -> ClientConnection:
     """Open the kubelet's WebSocket; its refusal or absence as a StatusError."""
     try:
-        return await connect(url, create_connection=_offering(subprotocols),
-                             compression=None, max_size=None, proxy=None,
-                             open_timeout=OPEN_TIMEOUT, ping_interval=None)
+        return await dial(url, subprotocols, open_timeout=OPEN_TIMEOUT)
     except InvalidStatus as err:
         raise status_from_kubelet(err.response.status_code,
                                   bytes(err.response.body or b"")) from None
@@ -226,116 +213,7 @@ async def _dial(url: str, subprotocols: list[str]) -> ClientConnection:
             f"error dialing the kubelet: {err or type(err).__name__}") from None
 
 
-# Kubernetes' ``SPDY/3.1+portforward.k8s.io`` is not an HTTP token (the "/"), and the
-# websockets library checks subprotocols as tokens on both sides of a handshake. The
-# two classes below keep its framing and leave the offer and the choice to us.
-# The same code is in the kubelet (services/kubelet/streaming.py): components share no code.
-
-
-def _offering(subprotocols: list[str]) -> type[ClientConnection]:
-    """A client connection class that offers ``subprotocols`` exactly as given."""
-    offered = [Subprotocol(p) for p in subprotocols]
-
-    def chosen(headers: Headers) -> Subprotocol | None:
-        values = [v.strip() for header in headers.get_all("Sec-WebSocket-Protocol")
-                  for v in header.split(",") if v.strip()]
-        if not values:
-            return None
-        if len(values) > 1 or values[0] not in offered:
-            raise NegotiationError(f"the server chose {', '.join(values)}, which was not "
-                                   f"offered")
-        return Subprotocol(values[0])
-
-    class Offering(ClientConnection):
-        def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
-            protocol.available_subprotocols = offered or None
-            protocol.process_subprotocol = chosen  # type: ignore[method-assign]
-            super().__init__(protocol, **kwargs)
-
-    return Offering
-
-
-class PassThroughWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, with the subprotocol left to the ASGI app.
-
-    uvicorn lists the offered subprotocols in the scope itself and writes the
-    app's choice (``websocket.accept``) into the answer; only the library's
-    token check of the offer is skipped."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn.process_subprotocol = _no_subprotocol  # type: ignore[method-assign]
-
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.http.response.body" and \
-                not message.get("more_body", False):
-            # a refused upgrade is a complete answer (uvicorn would log it as unfinished)
-            self.handshake_complete = True
-
-
-def _no_subprotocol(headers: Headers) -> Subprotocol | None:
-    return None
-
-
-async def relay(receive: Receive, send: Send, upstream: ClientConnection) -> None:
-    """Accept the ASGI WebSocket with ``upstream``'s subprotocol and copy messages both ways.
-
-    Whichever side closes first, the other is closed too; the upstream's close
-    code reaches the client (an abnormal end becomes 1011).
-    """
-    await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-
-    async def from_client() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message["type"] != "websocket.receive":
-                continue
-            data = message.get("bytes")
-            try:
-                await upstream.send(data if data is not None else message.get("text") or "")
-            except ConnectionClosed:
-                return
-
-    async def from_upstream() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in upstream:
-                if isinstance(data, bytes):
-                    await send({"type": "websocket.send", "bytes": data})
-                else:
-                    await send({"type": "websocket.send", "text": data})
-
-    to_up = asyncio.create_task(from_client())
-    to_client = asyncio.create_task(from_upstream())
-    try:
-        await asyncio.wait({to_up, to_client}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (to_up, to_client):
-            task.cancel()
-        results = await asyncio.gather(to_up, to_client, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, OSError):
-                log.warning("streaming relay ended with %r", result)
-        await upstream.close()
-        code = upstream.close_code
-        if code in (None, 1005):
-            code = 1000
-        elif code == 1006:
-            code = 1011
-        with contextlib.suppress(Exception):  # the client may be gone already
-            await send({"type": "websocket.close", "code": code,
-                        "reason": upstream.close_reason or ""})
-
-
 async def _deny(scope: dict[str, Any], send: Send, exc: StatusError) -> None:
-    """Refuse the upgrade with the Status as an HTTP answer (ASGI's denial extension)."""
-    if "websocket.http.response" not in scope.get("extensions", {}):
-        await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
-        return
-    body = dumps(exc.to_status())
-    await send({"type": "websocket.http.response.start", "status": exc.code,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "websocket.http.response.body", "body": body})
+    """Refuse the upgrade with the Status as an HTTP answer."""
+    await deny(scope, send, exc.code, dumps(exc.to_status()),
+               content_type="application/json", reason=exc.message)

@@ -15,7 +15,9 @@ kubelet asks the runtime over CRI (Exec / Attach / PortForward) for a
 streaming URL, opens a WebSocket there offering the client's subprotocols,
 accepts the client with the one the runtime chose, and copies messages both
 ways unchanged (channel protocols v1-v5, base64, ``SPDY/3.1+portforward.k8s.io``
-tunnels alike) until either side closes; then it closes the other.
+tunnels alike) until either side closes; then it closes the other
+(``pilothouse.wsrelay``, shared with the apiserver; the server runs uvicorn with its
+``PassThroughWebSocketProtocol``, re-exported here).
 
 Errors come before any upgrade, as plain text with Kubernetes' status: 404
 unknown pod or container, 400 bad query / container not running / no
@@ -27,37 +29,23 @@ one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import grpc
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import ClientProtocol
-from websockets.datastructures import Headers
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidStatus,
-    NegotiationError,
-)
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
 from pilothouse.services.kubelet.podstatus import RuntimePod
 from pilothouse.services.kubelet.runtime import RuntimeClient, RuntimeError_
+from pilothouse.wsrelay import PassThroughWebSocketProtocol as PassThroughWebSocketProtocol
+from pilothouse.wsrelay import Receive, Send, Translate, deny, dial, relay
 
 log = logging.getLogger("pilothouse.kubelet.streaming")
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Translate = Callable[[bytes | str], bytes | str | None]
 
 KINDS = ("exec", "attach", "portForward")
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
@@ -295,9 +283,7 @@ def _query(query_string: bytes) -> list[tuple[str, str]]:
 async def _dial(url: str, subprotocols: list[str]) -> ClientConnection:
     """Open the runtime's streaming WebSocket; StreamError(500) when it refuses."""
     try:
-        return await connect(url, create_connection=_offering(subprotocols),
-                             compression=None, max_size=None, proxy=None,
-                             open_timeout=OPEN_TIMEOUT, ping_interval=None)
+        return await dial(url, subprotocols, open_timeout=OPEN_TIMEOUT)
     except InvalidStatus as err:
         body = err.response.body.decode(errors="replace").strip() if err.response.body else ""
         raise StreamError(500, f"the runtime's streaming server answered "
@@ -305,119 +291,6 @@ async def _dial(url: str, subprotocols: list[str]) -> ClientConnection:
     except (OSError, InvalidHandshake, TimeoutError) as err:
         raise StreamError(500, f"cannot reach the runtime's streaming server: "
                                f"{err or type(err).__name__}") from None
-
-
-# Kubernetes' ``SPDY/3.1+portforward.k8s.io`` is not an HTTP token (the "/"), and the
-# websockets library checks subprotocols as tokens on both sides of a handshake. The
-# two classes below keep its framing and leave the offer and the choice to us.
-# The same code is in the apiserver's streaming proxy (services/apiserver/streaming.py):
-# components share no code.
-
-
-def _offering(subprotocols: list[str]) -> type[ClientConnection]:
-    """A client connection class that offers ``subprotocols`` exactly as given."""
-    offered = [Subprotocol(p) for p in subprotocols]
-
-    def chosen(headers: Headers) -> Subprotocol | None:
-        values = [v.strip() for header in headers.get_all("Sec-WebSocket-Protocol")
-                  for v in header.split(",") if v.strip()]
-        if not values:
-            return None
-        if len(values) > 1 or values[0] not in offered:
-            raise NegotiationError(f"the server chose {', '.join(values)}, which was not "
-                                   f"offered")
-        return Subprotocol(values[0])
-
-    class Offering(ClientConnection):
-        def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
-            protocol.available_subprotocols = offered or None
-            protocol.process_subprotocol = chosen  # type: ignore[method-assign]
-            super().__init__(protocol, **kwargs)
-
-    return Offering
-
-
-class PassThroughWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, with the subprotocol left to the ASGI app.
-
-    uvicorn lists the offered subprotocols in the scope itself and writes the
-    app's choice (``websocket.accept``) into the answer; only the library's
-    token check of the offer is skipped."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn.process_subprotocol = _no_subprotocol  # type: ignore[method-assign]
-
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.http.response.body" and \
-                not message.get("more_body", False):
-            # a refused upgrade is a complete answer (uvicorn would log it as unfinished)
-            self.handshake_complete = True
-
-
-def _no_subprotocol(headers: Headers) -> Subprotocol | None:
-    return None
-
-
-async def relay(receive: Receive, send: Send, upstream: ClientConnection, *,
-                subprotocol: str | None = None,
-                translate: Translate | None = None) -> None:
-    """Accept the ASGI WebSocket with ``upstream``'s subprotocol and copy messages both ways.
-
-    Whichever side closes first, the other is closed too; the upstream's close
-    code reaches the client (an abnormal end becomes 1011). ``subprotocol``
-    overrides the one the client is told, ``translate`` rewrites (or drops, with
-    None) what the client sends: both for the v5 -> v4 downgrade.
-    """
-    await send({"type": "websocket.accept",
-                "subprotocol": subprotocol or upstream.subprotocol})
-
-    async def from_client() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message["type"] != "websocket.receive":
-                continue
-            data = message.get("bytes")
-            received: bytes | str = data if data is not None else message.get("text") or ""
-            out = translate(received) if translate is not None else received
-            if out is None:
-                continue
-            try:
-                await upstream.send(out)
-            except ConnectionClosed:
-                return
-
-    async def from_upstream() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in upstream:
-                if isinstance(data, bytes):
-                    await send({"type": "websocket.send", "bytes": data})
-                else:
-                    await send({"type": "websocket.send", "text": data})
-
-    to_up = asyncio.create_task(from_client())
-    to_client = asyncio.create_task(from_upstream())
-    try:
-        await asyncio.wait({to_up, to_client}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (to_up, to_client):
-            task.cancel()
-        results = await asyncio.gather(to_up, to_client, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, OSError):
-                log.warning("streaming relay ended with %r", result)
-        await upstream.close()
-        code = upstream.close_code
-        if code in (None, 1005):
-            code = 1000
-        elif code == 1006:
-            code = 1011
-        with contextlib.suppress(Exception):  # the client may be gone already
-            await send({"type": "websocket.close", "code": code,
-                        "reason": upstream.close_reason or ""})
 
 
 async def _respond(send: Send, status: int, message: str) -> None:
@@ -429,12 +302,6 @@ async def _respond(send: Send, status: int, message: str) -> None:
 
 
 async def _deny(scope: dict[str, Any], send: Send, status: int, message: str) -> None:
-    """Refuse a WebSocket upgrade with an HTTP answer (the ASGI denial extension)."""
-    if "websocket.http.response" not in scope.get("extensions", {}):
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
-    body = message.encode() + b"\n"
-    await send({"type": "websocket.http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "websocket.http.response.body", "body": body})
+    """Refuse a WebSocket upgrade with ``message`` as plain text."""
+    await deny(scope, send, status, message.encode() + b"\n",
+               content_type="text/plain; charset=utf-8", reason=message)
