@@ -318,3 +318,34 @@ async def test_static_pod_runs_with_a_mirror_pod(node: Node) -> None:
     async def no_sandboxes() -> bool:
         return not await node.sandboxes()
     await wait_for(no_sandboxes, what="the static pod's sandbox removed")
+
+
+async def test_http_and_tcp_probes_reach_the_pod_ip(node: Node) -> None:
+    await node.start_kubelet()
+    pod = busybox_pod("httpd", "mkdir -p /www && echo ok > /www/index.html && "
+                      "exec httpd -f -p 8080 -h /www")
+    c = pod.spec.containers[0]
+    c.readinessProbe.handler.httpGet.path = "/index.html"
+    c.readinessProbe.handler.httpGet.port.intVal = 8080
+    c.readinessProbe.periodSeconds = 1
+    c.livenessProbe.handler.tcpSocket.port.intVal = 8080
+    c.livenessProbe.periodSeconds = 1
+    c.livenessProbe.initialDelaySeconds = 1
+    c.livenessProbe.failureThreshold = 3
+    await node.run_pod(pod)
+    ready = await node.wait_pod("httpd", lambda p: running(p) and
+                                p.status.containerStatuses[0].ready, what="Ready")
+    assert {c.type: c.status for c in ready.status.conditions}["Ready"] == "True"
+    # A while later (several liveness periods) the tcpSocket probe has not failed three times
+    # in a row: still the first container. (Readiness may have failed before httpd listened.)
+    kubelet = node.kubelet
+    assert kubelet is not None
+    uid = ready.metadata.uid
+    syncs_at_ready = kubelet.workers.syncs(uid)
+
+    async def probed_a_few_times() -> bool:  # resyncs every 2 s: > 4 liveness periods
+        return kubelet.workers.syncs(uid) >= syncs_at_ready + 3
+
+    await wait_for(probed_a_few_times, what="a few more syncs")
+    assert (await node.pod("httpd")).status.containerStatuses[0].restartCount == 0
+    assert not [e for e in await node.events("httpd") if e.reason == "Killing"]
