@@ -254,6 +254,15 @@ def _nodes_registered(api: str, count: int, label: str) -> Callable[[], Awaitabl
     return ready
 
 
+def _all_ready(*checks: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+    async def ready() -> bool:
+        for check in checks:
+            if not await check():
+                return False
+        return True
+    return ready
+
+
 def _node_ready(api: str, node: str) -> Callable[[], Awaitable[bool]]:
     async def ready() -> bool:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -367,9 +376,11 @@ async def _import_into_containerd(daemon: Containerd, namespace: str,
 async def _ip(*argv: str, batch: list[str] | None = None, check: bool = True) -> None:
     command = ["ip", *argv] + (["-batch", "-"] if batch is not None else [])
     proc = await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate("".join(f"{line}\n" for line in batch or []).encode())
+        *command,
+        stdin=asyncio.subprocess.PIPE if batch is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate(
+        "".join(f"{line}\n" for line in batch).encode() if batch is not None else None)
     if check and proc.returncode != 0:
         raise ComponentFailed(f"{' '.join(command)}: {err.decode(errors='replace').strip()}")
 
@@ -588,7 +599,11 @@ async def _up(args: argparse.Namespace) -> int:
                      "--address", node.ip, "--node-ip", node.ip,
                      "--port", str(KUBELET_PORT),
                      "--pod-manifest-path", str(node_dir / "manifests")],
-                    ready=_node_ready(apiserver.url, node.name), netns=node.netns_path))
+                    # its own server first: a resumed cluster's Node is Ready already
+                    ready=_all_ready(
+                        _http_ready(f"http://{node.ip}:{KUBELET_PORT}/healthz"),
+                        _node_ready(apiserver.url, node.name)),
+                    netns=node.netns_path))
                 progress.done(t, f"http://{node.ip}:{KUBELET_PORT}/healthz")
         elif endpoints:
             node_name = args.node_name or socket.gethostname().lower()
@@ -602,7 +617,8 @@ async def _up(args: argparse.Namespace) -> int:
                  "--root-dir", str(data_dir / "kubelet"), "--address", host,
                  "--node-ip", host, "--port", str(port),
                  "--pod-manifest-path", str(data_dir / "manifests")],
-                ready=_node_ready(apiserver.url, node_name)))
+                ready=_all_ready(_http_ready(f"http://{host}:{port}/healthz"),
+                                 _node_ready(apiserver.url, node_name))))
             progress.done(t, f"http://{host}:{port}/healthz")
         if args.fake_nodes:
             t = progress.begin(f"registering {args.fake_nodes} simulated nodes")
