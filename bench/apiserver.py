@@ -4,7 +4,9 @@ Runs a real ``pilothouse apiserver`` (SQLite in a temp dir) in a subprocess and
 drives it over REST from this process:
 
 - create / get / update: latency p50/p99 and throughput at concurrency 1, 16, 64;
-- create at a fixed rate of 200 req/s (open loop): p99 latency (target <= 20 ms);
+- create at a fixed rate of 200 req/s (open loop): p99 latency (target <= 20 ms),
+  on a small store and again with N pods stored (10k; 2k with --quick), with the
+  server's CPU per create and the load average (the machine is shared);
 - list of N pods as JSON and as a Table;
 - watch fan-out: W watchers on pods, delivery latency p50/p99 of one update
   (target p99 <= 100 ms with 1000 watchers);
@@ -179,8 +181,14 @@ async def bench_requests(url: str, n: int, figures: dict[str, Any]) -> None:
                 f"{figures[key]['per_s']}/s")
 
 
-async def bench_fixed_rate(url: str, rate: int, seconds: float,
-                           figures: dict[str, Any]) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_fixed_rate(url: str, rate: int, seconds: float, figures: dict[str, Any], *,
+                           key: str, name_prefix: str, pid: int) -> None:
     host, port = split_url(url)
     pool: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(64):
@@ -191,7 +199,7 @@ async def bench_fixed_rate(url: str, rate: int, seconds: float,
         conn = await pool.get()
         try:
             status, body = await conn.request("POST", PODS,
-                                              json.dumps(pod(f"rate-{i}")).encode())
+                                              json.dumps(pod(f"{name_prefix}{i}")).encode())
         finally:
             pool.put_nowait(conn)
         # Latency from when the request was due: waiting for a free connection counts.
@@ -199,6 +207,7 @@ async def bench_fixed_rate(url: str, rate: int, seconds: float,
         if status != 201:
             raise RuntimeError(body[:200])
 
+    cpu_before = cpu_seconds(pid)
     start = time.perf_counter()
     total = int(rate * seconds)
     tasks = []
@@ -209,12 +218,16 @@ async def bench_fixed_rate(url: str, rate: int, seconds: float,
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / total
     while not pool.empty():
         pool.get_nowait().close()
-    figures["rest_create_at_200_per_s"] = {"p50_ms": ms(pct(latencies, 0.5)),
-                                           "p99_ms": ms(pct(latencies, 0.99)), "n": total}
+    figures[key] = {"p50_ms": ms(pct(latencies, 0.5)), "p99_ms": ms(pct(latencies, 0.99)),
+                    "max_ms": ms(max(latencies)), "n": total,
+                    "server_cpu_ms_per_create": round(cpu_ms, 3),
+                    "load_average": os.getloadavg()[0]}
     say(f"  create at {rate}/s for {seconds}s: p50 {ms(pct(latencies, 0.5))} ms, "
-        f"p99 {ms(pct(latencies, 0.99))} ms")
+        f"p99 {ms(pct(latencies, 0.99))} ms, max {ms(max(latencies))} ms; server CPU "
+        f"{cpu_ms:.2f} ms per create (load average {os.getloadavg()[0]:.1f})")
 
 
 async def fill_pods(url: str, count: int) -> None:
@@ -291,7 +304,8 @@ def _watch_worker(host: str, port: int, target: str, count: int, updates: int,
     asyncio.run(main())
 
 
-async def bench_watch(url: str, watchers: int, updates: int, figures: dict[str, Any]) -> None:
+async def bench_watch(url: str, watchers: int, updates: int, figures: dict[str, Any],
+                      pid: int) -> None:
     import multiprocessing
 
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -316,6 +330,7 @@ async def bench_watch(url: str, watchers: int, updates: int, figures: dict[str, 
             ready = await loop.run_in_executor(None, parent.recv)
             assert ready == "ready"
         sent: list[float] = []
+        cpu_before = cpu_seconds(pid)
         for i in range(updates):
             await asyncio.sleep(0.5)
             sent.append(time.perf_counter())
@@ -327,14 +342,20 @@ async def bench_watch(url: str, watchers: int, updates: int, figures: dict[str, 
         for parent in pipes:
             arrivals = await loop.run_in_executor(None, parent.recv)
             delays += [t - sent[i] for i in range(updates) for t in arrivals[i]]
+        # The server's CPU from the first update until every watcher has reported
+        # (it does nothing else meanwhile): the update itself and its fan-out.
+        cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / updates
         for proc in procs:
             proc.join(10)
         figures["watch_fanout"] = {"watchers": watchers, "updates": updates,
                                    "delivered": len(delays),
                                    "p50_ms": ms(pct(delays, 0.5)),
-                                   "p99_ms": ms(pct(delays, 0.99))}
+                                   "p99_ms": ms(pct(delays, 0.99)),
+                                   "server_cpu_ms_per_update": round(cpu_ms, 2),
+                                   "load_average": os.getloadavg()[0]}
         say(f"  watch fan-out to {watchers} watchers: p50 {ms(pct(delays, 0.5))} ms, "
-            f"p99 {ms(pct(delays, 0.99))} ms ({len(delays)} deliveries)")
+            f"p99 {ms(pct(delays, 0.99))} ms ({len(delays)} deliveries); server CPU "
+            f"{cpu_ms:.1f} ms per update (load average {os.getloadavg()[0]:.1f})")
 
 
 async def bench_watch_server_side(watchers: int, updates: int,
@@ -422,21 +443,27 @@ async def run_benches(url: str, pid: int, args: argparse.Namespace) -> dict[str,
     n = 200 if args.quick else 2000
     say(f"[1/5] request latency ({n} per verb and concurrency)")
     await bench_requests(url, n, figures)
-    say("[2/5] create at a fixed 200 req/s")
-    await bench_fixed_rate(url, 200, 3 if args.quick else 10, figures)
-    total = 1000 if args.quick else 10_000
+    rate_seconds = 3 if args.quick else 10
+    say(f"[2/5] create at a fixed 200 req/s ({3 * n} pods stored)")
+    await bench_fixed_rate(url, 200, rate_seconds, figures, key="rest_create_at_200_per_s",
+                           name_prefix="rate-", pid=pid)
+    total = 2000 if args.quick else 10_000
     say(f"[3/5] filling to {total} pods")
     started = time.perf_counter()
-    await fill_pods(url, total - 3 * n - (600 if args.quick else 2000))
+    await fill_pods(url, max(0, total - 3 * n - 200 * rate_seconds))
     say(f"      filled in {time.perf_counter() - started:.1f}s")
     figures["rss_mb_with_pods"] = rss_mb(pid)
     figures["pods_stored"] = total
     say(f"      apiserver RSS with {total} pods: {figures['rss_mb_with_pods']} MB")
+    say(f"      create at a fixed 200 req/s with {total} pods stored")
+    await bench_fixed_rate(url, 200, rate_seconds, figures,
+                           key="rest_create_at_200_per_s_full_store", name_prefix="full-rate-",
+                           pid=pid)
     say("[4/5] lists")
     await bench_lists(url, figures, 3)
     watchers = 200 if args.quick else 1000
     say(f"[5/5] watch fan-out ({watchers} watchers)")
-    await bench_watch(url, watchers, 3 if args.quick else 5, figures)
+    await bench_watch(url, watchers, 3 if args.quick else 5, figures, pid)
     await bench_watch_server_side(watchers, 3 if args.quick else 5, figures)
     return figures
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,12 +275,15 @@ def open_watch(
     send_initial_events: bool,
     allow_watch_bookmarks: bool,
     timeout_seconds: int | None,
+    filter_key: Hashable | None = None,
 ) -> OpenWatch:
     """Check a watch's parameters and register its watcher with the cache.
 
     The caller owns the watcher: it must ``cache.remove_watcher`` it when the
     stream ends, however it ends. 400 for bad parameters, 410 Expired for a
-    resourceVersion older than the cache keeps.
+    resourceVersion older than the cache keeps. ``filter_key``: equal for
+    watches whose selectors (and name) are equal, so the cache decides a match
+    once for all of them (None: not shared).
     """
     require_verb(store.kind, "watch")
     base = matches or (lambda _c: True)
@@ -305,10 +308,11 @@ def open_watch(
             # "Get state and start at most recent" (unset) / "any" (0): initial ADDED
             # events for the current objects, then changes.
             watcher = cache.watch(namespace=namespace, matches=base, resource_version=None,
-                                  node_name=node_name, initial_events=True)
+                                  node_name=node_name, initial_events=True,
+                                  filter_key=filter_key)
         else:
             watcher = cache.watch(namespace=namespace, matches=base, resource_version=rv,
-                                  node_name=node_name)
+                                  node_name=node_name, filter_key=filter_key)
     except TooOldResourceVersion as exc:
         raise errors.gone(f"too old resource version: {exc.requested} ({exc.oldest})") \
             from None

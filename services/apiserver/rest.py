@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +42,15 @@ from pilothouse.api.serialization import (
     object_to_dict,
 )
 from pilothouse.gen.k8s.meta.v1 import meta_pb2
-from pilothouse.services.apiserver import discovery, errors, operations, proxy, streaming, tables
+from pilothouse.services.apiserver import (
+    discovery,
+    errors,
+    operations,
+    proxy,
+    streaming,
+    tables,
+    watchstream,
+)
 from pilothouse.services.apiserver.errors import StatusError
 from pilothouse.services.apiserver.metrics import APIServerMetrics
 from pilothouse.services.apiserver.openapi import OpenAPIDocuments
@@ -52,7 +60,7 @@ from pilothouse.services.apiserver.operations import (
     Bookmark,
 )
 from pilothouse.services.apiserver.registry import DeleteOptions, Registry, ResourceStore
-from pilothouse.services.apiserver.watchcache import Matcher
+from pilothouse.services.apiserver.watchcache import CacheEvent, Matcher
 
 log = logging.getLogger("pilothouse.apiserver.rest")
 
@@ -523,7 +531,9 @@ class RestAPI:
             resource_version_match=request.query.get("resourceVersionMatch", ""),
             send_initial_events=request.flag("sendInitialEvents"),
             allow_watch_bookmarks=request.flag("allowWatchBookmarks"),
-            timeout_seconds=timeout)
+            timeout_seconds=timeout,
+            filter_key=(request.query.get("labelSelector", ""),
+                        request.query.get("fieldSelector", ""), t.name))
         fmt = negotiate(request.headers.get("accept", ""))
         gauge = self.metrics.registered_watchers.labels(t.kind.group, t.kind.version, t.kind.kind)
         longrunning = self.metrics.longrunning.labels("WATCH", t.kind.group, t.kind.version,
@@ -540,6 +550,12 @@ class RestAPI:
         async def pump() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", JSON.encode()), (b"cache-control", b"no-cache, private")]})
+            writer = watchstream.ChunkedWriter.for_send(send) if fmt == JSON else None
+            if writer is not None:
+                await self._pump_direct(watch, t.kind, writer)
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             first_table = True
             events = operations.watch_events(watch)
             async with contextlib.aclosing(events):
@@ -579,13 +595,31 @@ class RestAPI:
             gauge.dec()
             longrunning.dec()
 
+    @staticmethod
+    async def _pump_direct(watch: operations.OpenWatch, kind: Kind,
+                           writer: watchstream.ChunkedWriter) -> None:
+        """A JSON watch over uvicorn HTTP/1.1: live events are written by the watch
+        cache's sink as they happen; this writes what comes through the queue
+        (initial events, bookmarks) and returns when the watch ends."""
+
+        def sink(event: CacheEvent, shared: dict[Hashable, Any]) -> bool:
+            return writer.write(watchstream.frame(event, shared))
+
+        watch.watcher.sink = sink
+        events = operations.watch_events(watch)
+        async with contextlib.aclosing(events):
+            async for item in events:
+                if isinstance(item, Bookmark):
+                    data = watchstream.chunk(_bookmark_line(kind, item.rv,
+                                                            initial_end=item.initial_end))
+                else:
+                    data = watchstream.frame(item, {})
+                if not writer.write(data):
+                    return
+
     async def _send_bookmark(self, send: Send, kind: Kind, rv: int, *,
                              initial_end: bool = False) -> None:
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        if initial_end:
-            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        obj = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
-        line = dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+        line = _bookmark_line(kind, rv, initial_end=initial_end)
         await send({"type": "http.response.body", "body": line, "more_body": True})
 
     # -- subresources ------------------------------------------------------------------
@@ -705,6 +739,14 @@ class RestAPI:
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _bookmark_line(kind: Kind, rv: int, *, initial_end: bool = False) -> bytes:
+    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
+    return dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
 
 
 _not_found_path = operations.not_found_path

@@ -13,11 +13,23 @@ resource once, then follows one storage watch, keeping
 An object's JSON is encoded at most once per version and shared by every
 watcher and list that sends it (``CachedObject.json``).
 
+Delivery: an event reaches all its watchers in the loop tick that applies it.
+A watcher whose stream can take bytes directly (a JSON watch served over
+HTTP/1.1, see ``rest.py``) has a *sink*: while its queue is empty, ``offer``
+hands the event to the sink, which writes it to the connection at once — no
+task wakes up per watcher. The bytes written are built once per event and
+encoding and shared by every such watcher (the ``shared`` dict of one
+dispatch), and watchers with the same selectors share one match decision.
+Anything queued (initial events, a bookmark tick) goes through the queue
+first, so order is kept.
+
 Slow consumers: each watcher has a bounded queue (``WATCHER_QUEUE``). A
 watcher that falls that far behind is closed — its stream ends — and the
 client resumes from the last resourceVersion it saw, or re-lists on 410, as
 client-go's reflector does and as Kubernetes' cacher forces. One slow client
-never holds back the others or grows memory without bound.
+never holds back the others or grows memory without bound. A sink refuses an
+event when its connection already holds too many unsent bytes (the sink's own
+bound, ``rest.py``), and the watcher is closed the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +140,12 @@ TICK: Any = object()
 # A watcher's filter: does this object (labels, fields) match?
 Matcher = Callable[[CachedObject], bool]
 
+# A watcher's direct delivery (see the module docstring): writes the event, or
+# returns False when it cannot (slow or gone client: the watcher is closed).
+# ``shared`` lives for one dispatch: bytes built for one watcher are kept there
+# (under a key naming their encoding) for the next.
+Sink = Callable[[CacheEvent, dict[Hashable, Any]], bool]
+
 
 @dataclass(eq=False)
 class Watcher:
@@ -141,14 +159,27 @@ class Watcher:
         default_factory=lambda: asyncio.Queue(WATCHER_QUEUE))
     closed: bool = False
     overflowed: bool = False
+    sink: Sink | None = None
+    # Watchers with equal filter keys have equal ``matches`` (same selectors):
+    # one dispatch decides a match once per key. None: not shared.
+    filter_key: Hashable | None = None
 
-    def offer(self, event: CacheEvent) -> None:
+    def _match(self, obj: CachedObject, shared: dict[Hashable, Any] | None) -> bool:
+        if shared is None or self.filter_key is None:
+            return self.matches(obj)
+        memo = ("match", self.filter_key, id(obj))
+        found = shared.get(memo)
+        if found is None:
+            found = shared[memo] = self.matches(obj)
+        return bool(found)
+
+    def offer(self, event: CacheEvent, shared: dict[Hashable, Any] | None = None) -> None:
         if self.closed or event.rv <= self.min_rv:
             return
-        now = self.matches(event.obj) if event.type != "DELETED" else False
-        before = event.prev is not None and self.matches(event.prev)
+        now = self._match(event.obj, shared) if event.type != "DELETED" else False
+        before = event.prev is not None and self._match(event.prev, shared)
         if event.type == "DELETED":
-            before = self.matches(event.obj)
+            before = self._match(event.obj, shared)
         if now and before:
             kind = "MODIFIED"
         elif now:
@@ -158,6 +189,11 @@ class Watcher:
         else:
             return
         out = event if kind == event.type else CacheEvent(kind, event.obj, event.prev, event.rv)
+        if self.sink is not None and self.queue.empty():
+            if not self.sink(out, {} if shared is None else shared):
+                self.overflowed = True  # the slow-consumer policy, as below
+                self.close()
+            return
         try:
             self.queue.put_nowait(out)
         except asyncio.QueueFull:
@@ -315,8 +351,9 @@ class WatchCache:
             targets |= self.watchers_by_ns.get(ns, set())
         for node in {event.obj.node_name, event.prev.node_name if event.prev else ""}:
             targets |= self.watchers_by_node.get(node, set())
+        shared: dict[Hashable, Any] = {}
         for watcher in targets:
-            watcher.offer(event)
+            watcher.offer(event, shared)
             if watcher.closed:
                 self.remove_watcher(watcher)
 
@@ -347,15 +384,18 @@ class WatchCache:
         resource_version: int | None,
         node_name: str | None = None,
         initial_events: bool = False,
+        filter_key: Hashable | None = None,
     ) -> Watcher:
         """Register a watcher.
 
         ``resource_version`` None: start now; with ``initial_events`` the
         watcher first gets an ADDED event for every current matching object.
         A number: events after that revision (``TooOldResourceVersion`` when
-        it is older than the kept window).
+        it is older than the kept window). ``filter_key``: equal for watchers
+        whose ``matches`` are equal (see ``Watcher.filter_key``).
         """
-        watcher = Watcher(namespace=namespace, matches=matches, node_name=node_name)
+        watcher = Watcher(namespace=namespace, matches=matches, node_name=node_name,
+                          filter_key=filter_key)
         if resource_version is None or initial_events:
             current = self.list(namespace)
             start = self.revision if resource_version is None else resource_version
