@@ -305,36 +305,61 @@ class StreamingServer:
             return
         netns = await self.backend.port_forward_netns(req.pod_sandbox_id)
         writers: dict[int, asyncio.StreamWriter] = {}
-        pumps: list[asyncio.Task[None]] = []
+        forwards: list[asyncio.Task[None]] = []
         for i, port in enumerate(wanted):
             for channel in (2 * i, 2 * i + 1):
                 await conn.send(channel, struct.pack("<H", port))
             try:
                 reader, writer = await connect_in_netns(netns, port)
-            except OSError as err:
+            except OSError as err:  # this port is done: its error is all the client gets
                 await conn.send(2 * i + 1, f"failed to connect to localhost:{port} inside "
                                 f"the pod: {err.strerror or err}".encode())
                 continue
             writers[2 * i] = writer
-            pumps.append(asyncio.create_task(self._pump_port(conn, 2 * i, reader)))
+            forwards.append(asyncio.create_task(self._pump_port(conn, 2 * i, reader, writer)))
+        # As the kubelet does, the session lasts while a port is forwarded: once the pod
+        # has closed every connection (or none could be made), the WebSocket closes and
+        # the client sees the end. The client leaving ends it too.
+        from_client: asyncio.Future[Any] = asyncio.create_task(self._from_client(conn, writers))
+        all_ended: asyncio.Future[Any] = asyncio.gather(*forwards)
         try:
-            async for message in conn.ws:
-                channel, data = Channels.decode(message, conn.base64)
-                target = writers.get(channel)
-                if target is not None and data:
-                    target.write(data)
-                    await target.drain()
+            await asyncio.wait([from_client, all_ended], return_when=asyncio.FIRST_COMPLETED)
+            if from_client.done():
+                from_client.result()  # a ConnectionClosed: the client left
         finally:
-            for task in pumps:
+            for task in (from_client, all_ended, *forwards):
                 task.cancel()
+            await asyncio.gather(from_client, all_ended, *forwards, return_exceptions=True)
             for writer in writers.values():
                 writer.close()
 
     @staticmethod
-    async def _pump_port(conn: Channels, channel: int, reader: asyncio.StreamReader) -> None:
-        with contextlib.suppress(ConnectionClosed, ConnectionError):
-            while data := await reader.read(65536):
-                await conn.send(channel, data)
+    async def _from_client(conn: Channels, writers: dict[int, asyncio.StreamWriter]) -> None:
+        """The client's data channels into the pod's connections, until the client leaves.
+
+        A connection the pod has closed or reset takes no more data: what the client
+        still sends on its channel is dropped (its forward ends on its own)."""
+        async for message in conn.ws:
+            channel, data = Channels.decode(message, conn.base64)
+            target = writers.get(channel)
+            if target is None or not data or target.is_closing():
+                continue
+            try:
+                target.write(data)
+                await target.drain()
+            except OSError:
+                target.close()
+
+    @staticmethod
+    async def _pump_port(conn: Channels, channel: int, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """The pod's data to the client until the pod closes (or resets) the connection."""
+        try:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    await conn.send(channel, data)
+        finally:
+            writer.close()
 
 
 class _StreamPair:

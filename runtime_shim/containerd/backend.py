@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ from pilothouse.gen.containerd.services.tasks.v1 import tasks_pb2 as tasks
 from pilothouse.gen.containerd.types import task_pb2 as task_types
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.runtime_shim import filters
+from pilothouse.runtime_shim.common import DelegatedRPCs, disk_usage, fill_usage
 from pilothouse.runtime_shim.containerd import ocispec
 from pilothouse.runtime_shim.containerd.client import LEASE_HEADER, Client
 from pilothouse.runtime_shim.containerd.cni import CNI, CNIError
@@ -77,7 +77,7 @@ from pilothouse.runtime_shim.errors import (
 from pilothouse.runtime_shim.events import EventHub
 from pilothouse.runtime_shim.images import oci
 from pilothouse.runtime_shim.process import network
-from pilothouse.runtime_shim.process.cgroups import Cgroups, CgroupSet
+from pilothouse.runtime_shim.process.cgroups import Cgroups
 from pilothouse.runtime_shim.spec import ProcessSpec, process_spec
 from pilothouse.runtime_shim.stdio import follow_log, read_fd
 from pilothouse.runtime_shim.streaming import StreamingServer, Streams
@@ -140,7 +140,7 @@ class ContainerRecord:
     exit: dict[str, Any] | None = None  # exit_code, finished_at, reason, message
 
 
-class ContainerdBackend:
+class ContainerdBackend(DelegatedRPCs):
     name = "containerd"
 
     def __init__(self, *, root: Path, address: str, namespace: str = "pilothouse",
@@ -157,7 +157,9 @@ class ContainerdBackend:
         self.sandboxes_dir = root / "sandboxes"
         self.exec_dir = root / "exec"
         self.loggers_dir = root / "loggers"
-        for d in (self.sandboxes_dir, self.exec_dir, self.loggers_dir, root / "bin"):
+        self.stdin_dir = root / "stdin"  # a FIFO per running container with a terminal stdin
+        for d in (self.sandboxes_dir, self.exec_dir, self.loggers_dir, self.stdin_dir,
+                  root / "bin"):
             d.mkdir(parents=True, exist_ok=True)
         self.cni = CNI(root=root / "cni", bin_dir=cni_bin_dir, bridge=bridge, subnet=pod_cidr)
         self.pod_cidr = pod_cidr
@@ -764,11 +766,12 @@ class ContainerdBackend:
                 os.makedirs(os.path.dirname(c.log_path), exist_ok=True)
                 stdout = (f"binary://{self.logger}?log={quote(c.log_path, safe='/')}"
                           f"&pids={quote(str(self.loggers_dir), safe='/')}")
+            stdin = self._make_stdin_fifo(c)
             try:
                 mounts = await self._mounts(c.id)
                 await self.client.tasks.Create(tasks.CreateTaskRequest(
-                    container_id=c.id, rootfs=mounts, stdout=stdout, stderr=stdout,
-                    terminal=c.config.tty), metadata=self.client.md)
+                    container_id=c.id, rootfs=mounts, stdin=stdin, stdout=stdout,
+                    stderr=stdout, terminal=c.config.tty), metadata=self.client.md)
                 self._exited[c.id] = asyncio.Event()
                 started_at = time.time_ns()  # before: a fast exit must not precede it
                 await self.client.tasks.Start(tasks.StartRequest(container_id=c.id),
@@ -783,6 +786,22 @@ class ContainerdBackend:
             await self._label(c.id, STARTED, str(c.started_at))
             self.events.publish(await self._event(c, cri.CONTAINER_STARTED_EVENT))
         return cri.StartContainerResponse()
+
+    def _make_stdin_fifo(self, c: ContainerRecord) -> str:
+        """The stdin FIFO of a container created with stdin and a terminal, else "".
+
+        containerd's runc shim holds both ends of it while the task lives (it copies
+        the FIFO into the console), so attaches come and go without the container
+        seeing end-of-file. Without a terminal the shim wires stdin only when it copies
+        the output itself, which a ``binary://`` log writer rules out: such containers
+        get no stdin (``attach`` says so)."""
+        if not (c.config.stdin and c.config.tty):
+            return ""
+        path = self.stdin_dir / c.id
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a FIFO of an earlier task may hold unread input
+        os.mkfifo(path, 0o600)
+        return str(path)
 
     async def _record_exit(self, c: ContainerRecord, doc: dict[str, Any]) -> None:
         await self._label(c.id, EXIT, json.dumps(doc))
@@ -816,8 +835,9 @@ class ContainerdBackend:
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         await self._record_exit(c, {"exit_code": int(code), "finished_at": finished,
                                     "reason": reason, "message": ""})
-        with contextlib.suppress(FileNotFoundError):
-            (self.loggers_dir / c.id).unlink()
+        for leftover in (self.loggers_dir / c.id, self.stdin_dir / c.id):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
         return True
 
     async def _refresh(self, c: ContainerRecord) -> bool:
@@ -1131,11 +1151,18 @@ class ContainerdBackend:
         return cri.ExecResponse(url=self._streaming_url("exec", req))
 
     async def attach(self, req: cri.AttachRequest) -> cri.AttachResponse:
-        await self._running(req.container_id)
-        if req.stdin:
-            raise Unimplemented("attaching stdin is not available in the containerd backend "
-                                "(its containers' output goes to containerd's log writer, "
-                                "which has no stdin); attach with stdin=false")
+        c = await self._running(req.container_id)
+        if req.stdin and not c.config.stdin:
+            raise InvalidArgument(f"container {c.id} was not created with stdin open")
+        if req.stdin and not c.config.tty:
+            raise Unimplemented(
+                "attaching stdin needs a container created with tty: true in the containerd "
+                "backend: containerd's runc shim connects stdin without a terminal only when "
+                "it copies the output itself, and this backend's output goes to a binary:// "
+                "log writer (so logs survive a restart of the shim)")
+        if req.stdin and not (self.stdin_dir / c.id).exists():
+            raise FailedPrecondition(f"container {c.id} was started without a stdin FIFO "
+                                     "(by an older shim); restart it to attach stdin")
         return cri.AttachResponse(url=self._streaming_url("attach", req))
 
     async def port_forward(self, req: cri.PortForwardRequest) -> cri.PortForwardResponse:
@@ -1167,7 +1194,12 @@ class ContainerdBackend:
                         await self.resize_exec(io, *item)
                 elif streams.stdin:
                     await io.write_stdin(item)
-            if streams.stdin:
+            if streams.stdin and streams.tty:
+                # end of input at a terminal is ^D, as in the process backend: closing
+                # the stdin FIFO would make containerd's shim shut the console down,
+                # and what the command writes after that would be lost
+                await io.write_stdin(b"\x04")
+            elif streams.stdin:
                 await self.close_exec_stdin(io)
 
         helpers = [asyncio.create_task(feed())]
@@ -1198,11 +1230,45 @@ class ContainerdBackend:
             await self._wait_task(c.id, None)
             await self._refresh(c)
 
-        watcher = asyncio.create_task(watch())
+        # as containerd's CRI does: the end of the client's stdin ends the session (the
+        # container keeps its own stdin: a terminal's is never closed by a detach)
+        helpers = [asyncio.create_task(watch())]
+        output = asyncio.create_task(follow_log(c.log_path, streams, exited))
+        client = asyncio.create_task(self._attach_input(c, streams))
         try:
-            await follow_log(c.log_path, streams, exited)
+            await asyncio.wait({output, client}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (output, client):
+                if task.done():
+                    task.result()
         finally:
-            watcher.cancel()
+            for task in (*helpers, output, client):
+                task.cancel()
+            await asyncio.gather(*helpers, output, client, return_exceptions=True)
+
+    async def _attach_input(self, c: ContainerRecord, streams: Streams) -> None:
+        """The client's stdin into the container's FIFO and its resizes onto the terminal,
+        until the client ends its stdin or leaves."""
+        fd = -1
+        if streams.stdin:
+            try:
+                # O_NONBLOCK: ENXIO instead of waiting forever when the task has no reader
+                fd = os.open(self.stdin_dir / c.id, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as err:
+                raise FailedPrecondition(f"container {c.id}'s stdin is not open: "
+                                         f"{err.strerror or err}") from None
+        try:
+            while (item := await streams.input.get()) is not None:
+                if isinstance(item, tuple):
+                    if streams.tty:
+                        with contextlib.suppress(grpc.aio.AioRpcError):
+                            await self.client.tasks.ResizePty(tasks.ResizePtyRequest(
+                                container_id=c.id, width=item[0], height=item[1]),
+                                metadata=self.client.md)
+                elif fd >= 0:
+                    await _write_fifo(fd, item)
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     async def checkpoint_container(
         self, req: cri.CheckpointContainerRequest
@@ -1210,23 +1276,6 @@ class ContainerdBackend:
         raise Unimplemented("checkpointing needs CRIU, which this backend does not configure")
 
     # -- stats ---------------------------------------------------------------------
-    def _fill_usage(self, key: str, cg: CgroupSet, cpu: cri.CpuUsage, memory: cri.MemoryUsage,
-                    now: int) -> None:
-        usage = self.cgroups.cpu_usage_ns(cg)
-        if usage is not None:
-            cpu.timestamp = now
-            cpu.usage_core_nano_seconds.value = usage
-            last = self._cpu_samples.get(key)
-            if last is not None and now > last[0]:
-                cpu.usage_nano_cores.value = max(0, (usage - last[1]) * 1_000_000_000
-                                                 // (now - last[0]))
-            self._cpu_samples[key] = (now, usage)
-        mem = self.cgroups.memory(cg)
-        if mem is not None:
-            memory.timestamp = now
-            memory.usage_bytes.value, memory.working_set_bytes.value, rss = mem
-            memory.rss_bytes.value = rss
-
     async def _container_stats(self, c: ContainerRecord) -> cri.ContainerStats:
         stats = cri.ContainerStats()
         stats.attributes.id = c.id
@@ -1234,8 +1283,8 @@ class ContainerdBackend:
         stats.attributes.labels.update(c.config.labels)
         stats.attributes.annotations.update(c.config.annotations)
         now = time.time_ns()
-        self._fill_usage(c.id, self.cgroups.paths_for(c.cgroups_path), stats.cpu, stats.memory,
-                         now)
+        fill_usage(self.cgroups, self._cpu_samples, c.id, self.cgroups.paths_for(c.cgroups_path),
+                   stats.cpu, stats.memory, now)
         stats.writable_layer.timestamp = now
         with contextlib.suppress(grpc.aio.AioRpcError):
             usage = await self.client.snapshots.Usage(snapshots.UsageRequest(
@@ -1272,7 +1321,8 @@ class ContainerdBackend:
         stats.attributes.annotations.update(sb.config.annotations)
         now = time.time_ns()
         cg = self.cgroups.paths_for(self._pod_cgroup(sb.config, sb.id))
-        self._fill_usage(sb.id, cg, stats.linux.cpu, stats.linux.memory, now)
+        fill_usage(self.cgroups, self._cpu_samples, sb.id, cg, stats.linux.cpu,
+                   stats.linux.memory, now)
         count = self.cgroups.process_count(cg)
         if count is not None:
             stats.linux.process.timestamp = now
@@ -1334,28 +1384,13 @@ class ContainerdBackend:
             status.reason = c.exit.get("reason", "")
         return status
 
-    def container_events(self) -> AsyncIterator[cri.ContainerEventResponse]:
-        return self.events.subscribe()
-
-    # -- images --------------------------------------------------------------------
-    async def list_images(self, req: cri.ListImagesRequest) -> cri.ListImagesResponse:
-        return await self.images.list_images(req)
-
-    async def image_status(self, req: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
-        return await self.images.image_status(req)
-
-    async def pull_image(self, req: cri.PullImageRequest) -> cri.PullImageResponse:
-        return await self.images.pull_image(req)
-
-    async def remove_image(self, req: cri.RemoveImageRequest) -> cri.RemoveImageResponse:
-        return await self.images.remove_image(req)
-
+    # -- images (list, status, pull, remove: DelegatedRPCs) ------------------------
     async def image_fs_info(self, req: cri.ImageFsInfoRequest) -> cri.ImageFsInfoResponse:
         resp = cri.ImageFsInfoResponse()
         usage = cri.FilesystemUsage(timestamp=time.time_ns())
         usage.fs_id.mountpoint = self._snapshot_root or f"containerd:{SNAPSHOTTER}"
         if self._snapshot_root:
-            used, inodes = await asyncio.to_thread(_du, Path(self._snapshot_root))
+            used, inodes = await asyncio.to_thread(disk_usage, Path(self._snapshot_root))
             usage.used_bytes.value = used
             usage.inodes_used.value = inodes
         resp.image_filesystems.append(usage)
@@ -1439,6 +1474,27 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+async def _write_fifo(fd: int, data: bytes) -> None:
+    """All of ``data`` into a non-blocking FIFO, waiting while it is full."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _set_once, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _pod_binds(directory: Path, mounts: Any, host_network: bool) -> list[ocispec.Bind]:
     own = {m.container_path for m in mounts}
     binds = [ocispec.Bind(str(directory / name), target)
@@ -1476,14 +1532,3 @@ def _host_ip() -> str:
 
     return host_ip()
 
-
-def _du(path: Path) -> tuple[int, int]:
-    used = inodes = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        inodes += len(dirnames) + len(filenames)
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(dirpath, name))
-                if not stat.S_ISLNK(st.st_mode):
-                    used += st.st_blocks * 512
-    return used, inodes

@@ -194,6 +194,84 @@ async def test_attach_writes_to_the_containers_stdin(process_shim: Shim) -> None
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_exec_with_a_terminal_keeps_output_after_stdin_ends(our_shim: Shim) -> None:
+    """The end of a terminal's input is ^D, not a closed terminal: what the command
+    writes after reading to the end still arrives, and it exits 0."""
+    shim = our_shim
+    sb = await shim.run_sandbox("wsttyeof")
+    cid = await shim.run(sb, "c", ["sleep", "1000"])
+    resp = await shim.runtime.Exec(cri.ExecRequest(
+        container_id=cid, cmd=["sh", "-c", "cat >/dev/null; sleep 0.2; echo after-eof"],
+        tty=True, stdin=True, stdout=True))
+    async with connect(ws_url(resp.url), subprotocols=[V5]) as ws:  # type: ignore[list-item]
+        await ws.send(b"\x00abc\n")
+        await ws.send(bytes([255, 0]))  # v5: stdin is closed
+        got = await asyncio.wait_for(collect(ws), 30)
+    assert b"after-eof" in got[1]
+    assert json.loads(got[3])["status"] == "Success"
+
+
+def terminal_config(name: str, command: list[str], *, tty: bool) -> cri.ContainerConfig:
+    config = cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image="busybox"),
+        command=command, stdin=True, tty=tty, log_path=f"{name}.log")
+    config.linux.security_context.namespace_options.pid = cri.CONTAINER
+    return config
+
+
+@pytest.fixture(params=["containerd", "containerd_cri"])
+def containerd_shims(request: pytest.FixtureRequest) -> Shim:
+    fixture: Shim = request.getfixturevalue(f"{request.param}_shim")
+    return fixture
+
+
+async def test_attach_to_a_terminal_writes_to_its_stdin(containerd_shims: Shim) -> None:
+    """Attach with stdin to a container with a terminal (``kubectl run -it``, then
+    ``kubectl attach -it``): keystrokes in, output out; a detach (the client's stdin
+    ends) leaves the container running with its stdin open for the next attach.
+    Our containerd backend against containerd's own CRI."""
+    shim = containerd_shims
+    sb = await shim.run_sandbox("wsattachtty")
+    sid, sconfig = sb
+    config = terminal_config("c", ["sh", "-c", "while read line; do echo got:$line; done"],
+                             tty=True)
+    cid = (await shim.runtime.CreateContainer(cri.CreateContainerRequest(
+        pod_sandbox_id=sid, config=config, sandbox_config=sconfig))).container_id
+    await shim.runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    subprotocol = V4 if shim.reference else V5
+    for word in (b"one", b"two"):
+        resp = await shim.runtime.Attach(cri.AttachRequest(container_id=cid, stdin=True,
+                                                           stdout=True, tty=True))
+        async with connect(ws_url(resp.url),
+                           subprotocols=[subprotocol]) as ws:  # type: ignore[list-item]
+            await ws.send(b"\x04" + json.dumps({"Width": 90, "Height": 30}).encode())
+            await ws.send(b"\x00" + word + b"\n")
+            got = b""
+            while b"got:" + word not in got:
+                message = await asyncio.wait_for(ws.recv(), 20)
+                assert isinstance(message, bytes) and message[0] == 1, message
+                got += message[1:]
+        assert (await shim.status(cid)).state == cri.CONTAINER_RUNNING
+    if shim.reference:
+        return
+    # without a terminal, containerd's runc shim gives a container whose output goes to
+    # a binary:// log writer no stdin: refused with the reason
+    plain = terminal_config("plain", ["sleep", "1000"], tty=False)
+    plain_id = (await shim.runtime.CreateContainer(cri.CreateContainerRequest(
+        pod_sandbox_id=sid, config=plain, sandbox_config=sconfig))).container_id
+    await shim.runtime.StartContainer(cri.StartContainerRequest(container_id=plain_id))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await shim.runtime.Attach(cri.AttachRequest(container_id=plain_id, stdin=True,
+                                                    stdout=True))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "tty: true" in (info.value.details() or "")
+    no_stdin = await shim.run(sb, "nostdin", ["sleep", "1000"])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await shim.runtime.Attach(cri.AttachRequest(container_id=no_stdin, stdin=True,
+                                                    stdout=True))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_port_forward_reaches_a_port_inside_the_pod(streaming_shim: Shim) -> None:
     shim = streaming_shim
     sb = await shim.run_sandbox("wsfwd")
@@ -225,6 +303,64 @@ async def test_port_forward_reaches_a_port_inside_the_pod(streaming_shim: Shim) 
 
     await wait_for(forwarded, within=30)
     assert answers[-1] == b"pong\n"
+
+
+async def test_port_forward_ends_when_the_pod_closes_the_connection(
+        streaming_shim: Shim) -> None:
+    """As the kubelet's streaming server does (containerd's CRI is the reference): once
+    the pod has closed the connection of every forwarded port, the WebSocket closes;
+    while one port is still forwarded, the session goes on."""
+    shim = streaming_shim
+    sb = await shim.run_sandbox("wsfwdend")
+    await shim.run(sb, "once", ["nc", "-ll", "-p", "8080", "-e", "echo", "pong"])
+    await shim.run(sb, "echo", ["nc", "-ll", "-p", "8081", "-e", "cat"])
+    prefix = {port: struct.pack("<H", port) for port in (8080, 8081)}
+
+    async def forward(ports: list[int]) -> ClientConnection:
+        resp = await shim.runtime.PortForward(cri.PortForwardRequest(pod_sandbox_id=sb[0],
+                                                                     port=ports))
+        query = "&".join(f"port={p}" for p in ports)
+        return await connect(f"{ws_url(resp.url)}?{query}",
+                             subprotocols=[V4])  # type: ignore[list-item]
+
+    async def answered_then_ended() -> bool:
+        async with await forward([8080]) as ws:
+            got = await asyncio.wait_for(collect(ws), 20)  # TimeoutError: never ended
+        if got.get(1, b"") != prefix[8080]:  # an error: nothing listens yet
+            return False
+        assert got[0] == prefix[8080] + b"pong\n"
+        return True
+
+    await wait_for(answered_then_ended, within=30, what="port 8080 answering in the pod")
+
+    async def echoing() -> bool:
+        async with await forward([8081]) as ws:
+            first = [await asyncio.wait_for(ws.recv(), 20) for _ in range(2)]
+            assert sorted(first) == [b"\x00" + prefix[8081],  # type: ignore[type-var]
+                                     b"\x01" + prefix[8081]]
+            await ws.send(b"\x00hi\n")
+            try:
+                message = await asyncio.wait_for(ws.recv(), 20)
+            except ConnectionClosed:
+                return False  # nothing listens yet
+            assert message == b"\x00hi\n"
+            return True
+
+    await wait_for(echoing, within=30, what="port 8081 echoing in the pod")
+    async with await forward([8080, 8081]) as ws:
+        got: dict[int, bytes] = {}
+
+        async def until(channel: int, wanted: bytes) -> None:
+            while got.get(channel, b"") != wanted:
+                message = await asyncio.wait_for(ws.recv(), 20)
+                assert isinstance(message, bytes)
+                got[message[0]] = got.get(message[0], b"") + message[1:]
+
+        await until(0, prefix[8080] + b"pong\n")
+        # port 8080's connection has ended; port 8081's still carries data both ways
+        await ws.send(b"\x02still here\n")
+        await until(2, prefix[8081] + b"still here\n")
+    assert got.get(1) == prefix[8080] and got.get(3) == prefix[8081]
 
 
 async def test_streaming_requests_for_unknown_or_stopped_containers(streaming_shim: Shim) -> None:
