@@ -8,6 +8,11 @@ message ``Pod was rejected: <message>``; it never starts.
 
 Checks, in Kubernetes' order (the first failure is the one reported):
 
+- node pressure (the eviction manager's admission, ``admit_under_pressure``): under
+  MemoryPressure alone only BestEffort pods are refused (unless they tolerate the
+  memory-pressure taint); under DiskPressure or PIDPressure every pod is; critical pods
+  (priority >= 2000000000) always get in. Reason ``Evicted``, "The node had condition:
+  [DiskPressure]. ";
 - the pod's ``kubernetes.io/os`` label and ``spec.os`` against the node's OS;
 - resources: the pods count, then cpu, memory, ephemeral-storage and extended
   resources the node has, each against allocatable minus what admitted pods
@@ -134,6 +139,35 @@ def _tolerates(tol: core_pb2.Toleration, taint: core_pb2.Taint) -> bool:
     if tol.operator == "Exists":
         return True
     return tol.operator in ("", "Equal") and tol.value == taint.value
+
+
+SYSTEM_CRITICAL_PRIORITY: Final = 2_000_000_000
+PRESSURE_ORDER: Final = ("MemoryPressure", "DiskPressure", "PIDPressure")
+
+
+def _is_best_effort(pod: core_pb2.Pod) -> bool:
+    for c in list(pod.spec.initContainers) + list(pod.spec.containers):
+        for rl in (c.resources.requests, c.resources.limits):
+            if any(name in ("cpu", "memory") and _amount(name, q) for name, q in rl.items()):
+                return False
+    return True
+
+
+def admit_under_pressure(pod: core_pb2.Pod, pressure: set[str]) -> Rejection | None:
+    """The eviction manager's admission: None, or why a node under ``pressure`` (condition
+    types) refuses the pod."""
+    if not pressure:
+        return None
+    if pod.spec.HasField("priority") and pod.spec.priority >= SYSTEM_CRITICAL_PRIORITY:
+        return None
+    if pressure == {"MemoryPressure"}:
+        if not _is_best_effort(pod):
+            return None
+        taint = core_pb2.Taint(key="node.kubernetes.io/memory-pressure", effect="NoSchedule")
+        if any(_tolerates(t, taint) for t in pod.spec.tolerations):
+            return None
+    conditions = " ".join(c for c in PRESSURE_ORDER if c in pressure)
+    return Rejection("Evicted", f"The node had condition: [{conditions}]. ")
 
 
 def _insufficient(name: str, requested: int, used: int, capacity: int) -> Rejection:

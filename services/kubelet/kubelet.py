@@ -197,8 +197,11 @@ class Kubelet:
                 pod.status.phase in ("Succeeded", "Failed") or \
                 uid in self.pleg.pods_with_sandboxes:
             return None
-        active = [s.pod for s in self.workers.states() if s.active]
-        rejection = admission.admit(pod, node, active)
+        pressure = self.eviction.pressure() if self.eviction is not None else set()
+        rejection = admission.admit_under_pressure(pod, pressure)
+        if rejection is None:
+            active = [s.pod for s in self.workers.states() if s.active]
+            rejection = admission.admit(pod, node, active)
         if rejection is not None:
             log.info("pod %s/%s rejected: %s: %s", pod.metadata.namespace, pod.metadata.name,
                      rejection.reason, rejection.message)

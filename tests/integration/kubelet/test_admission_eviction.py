@@ -138,5 +138,10 @@ async def test_memory_pressure_sets_the_node_condition_and_evicts_a_pod(
             "The node was low on resource: memory. Threshold quantity: 100Mi, "
             "available: 50Mi. ")
         await wait_for(lambda: condition("True"), what="MemoryPressure True on the Node")
+        # Under memory pressure a new BestEffort pod is not admitted.
+        await node.run_pod(busybox_pod("late", "sleep 3600"))
+        late = await node.wait_pod("late", failed, what="rejected")
+        assert (late.status.reason, late.status.message) == (
+            "Evicted", "Pod was rejected: The node had condition: [MemoryPressure]. ")
     finally:
         await runtime.close()

@@ -159,3 +159,24 @@ async def test_a_rejected_pod_is_failed_with_the_reason_and_never_started(
 
 def test_rejection_message_prefix() -> None:
     assert Rejection("OutOfpods", "x").status_message == admission.REJECTED_PREFIX + "x"
+
+
+def test_admission_under_node_pressure() -> None:
+    best_effort = pod()
+    burstable = pod(requests={"memory": "64Mi"})
+    critical = pod()
+    critical.spec.priority = 2_000_000_000
+    tolerant = pod()
+    tolerant.spec.tolerations.add(key="node.kubernetes.io/memory-pressure", operator="Exists",
+                                  effect="NoSchedule")
+    under = admission.admit_under_pressure
+    assert under(best_effort, set()) is None
+    assert under(best_effort, {"MemoryPressure"}) == Rejection(
+        "Evicted", "The node had condition: [MemoryPressure]. ")
+    assert under(burstable, {"MemoryPressure"}) is None
+    assert under(tolerant, {"MemoryPressure"}) is None
+    assert under(critical, {"MemoryPressure", "DiskPressure"}) is None
+    assert under(burstable, {"PIDPressure", "MemoryPressure"}) == Rejection(
+        "Evicted", "The node had condition: [MemoryPressure PIDPressure]. ")
+    assert under(tolerant, {"DiskPressure"}) == Rejection(
+        "Evicted", "The node had condition: [DiskPressure]. ")
