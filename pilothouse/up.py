@@ -1,9 +1,17 @@
 """``pilothouse up``: a whole working cluster on this machine, in one command.
 
-Starts the components in one process, each as it lands (today: the apiserver
-with SQLite storage under ``--data-dir``), writes ``DATA_DIR/kubeconfig``,
-shows progress until the cluster is ready, and stops cleanly on Ctrl-C or
-SIGTERM. Running it again on the same data dir resumes the same cluster.
+The apiserver runs in this process (SQLite under ``--data-dir``); every other
+component is a supervised child (:mod:`pilothouse.supervisor`): the runtime
+(our shim's process backend; or a private containerd with our shim's
+containerd backend in front, or with the kubelet on containerd's own CRI), the
+scheduler, the controller-manager and the kubelet. ``--nodes N`` makes N nodes
+instead of one: a network namespace each on a bridge of ``up``'s own, with its
+own shim and kubelet and a /24 of the pod CIDR (``plan_node_network`` lays
+that out, pure). Progress is one line per step; ``DATA_DIR/kubeconfig`` is
+written last. Ctrl-C or SIGTERM stops cleanly: pods removed through the CRI,
+components stopped in reverse order, then what they leave (containerd's runc
+shims and mounts, bridges, namespaces, routes). Running it again on the same
+data dir resumes the same cluster.
 """
 
 from __future__ import annotations

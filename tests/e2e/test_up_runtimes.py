@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,47 @@ def test_deployment_runs_with_logs_and_exec(runtime_cluster: tuple[Cluster, str]
     done = cluster.kubectl("exec", names[0], "--", "sh", "-c", "echo $((6*7)); exit 3",
                            check=False)
     assert (done.stdout, done.returncode) == ("42\n", 3)
+
+
+def containerd_pids(cluster: Cluster) -> list[int]:
+    config = f"{cluster.data_dir}/containerd/config.toml"
+    return [pid for pid, cmdline in _processes()
+            if cmdline[:1] == ["containerd"] and config in cmdline]
+
+
+def _processes() -> list[tuple[int, list[str]]]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            out.append((int(entry), raw.decode(errors="replace").split("\0")[:-1]))
+    return out
+
+
+def test_containerd_is_restarted_and_pods_keep_running(
+        runtime_cluster: tuple[Cluster, str]) -> None:
+    """containerd is one of ``up``'s supervised children: killed, it is started again;
+    the pods' runc shims outlive it, so the same containers answer exec afterwards."""
+    cluster, _ = runtime_cluster
+    names = running(pods(cluster, "default", "app=ctd"))
+    assert len(names) == 2
+    before = containerd_pids(cluster)
+    assert len(before) == 1
+    os.kill(before[0], signal.SIGKILL)
+    wait_until(lambda: containerd_pids(cluster) not in ([], before), "containerd restarted")
+
+    def exec_works() -> bool:
+        done = cluster.kubectl("exec", names[0], "--", "echo", "still here", check=False)
+        return done.stdout == "still here\n"
+
+    wait_until(exec_works, "exec after containerd's restart", within=60)
+    assert running(pods(cluster, "default", "app=ctd")) == names
+    restarts = [s["restartCount"] for name in names for s in json.loads(cluster.kubectl(
+        "get", "pod", name, "-o", "json").stdout)["status"]["containerStatuses"]]
+    assert restarts == [0, 0]
 
 
 def test_stop_leaves_nothing_behind(runtime_cluster: tuple[Cluster, str]) -> None:
