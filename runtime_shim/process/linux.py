@@ -28,6 +28,7 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
 SYS_PIVOT_ROOT = 155  # x86_64
 
@@ -81,6 +82,12 @@ def no_new_privs() -> None:
 def die_with_parent(sig: int = 9) -> None:
     """Be sent ``sig`` (SIGKILL) when the thread that forked this process exits."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PDEATHSIG)")
+
+
+def set_name(name: str) -> None:
+    """The process's name in ps/top (``comm``, 15 bytes): forked workers share the zygote's
+    command line, so this is what tells them apart."""
+    _check(_libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0), "prctl(PR_SET_NAME)")
 
 
 def resolve_in_root(root: str, path: str) -> str:

@@ -121,6 +121,8 @@ def _spawn(request: dict[str, Any], reply_fd: int, control: socket.socket) -> No
     try:  # the worker: a session of its own, the signal dispositions of a new process
         control.close()
         os.setsid()
+        with contextlib.suppress(OSError):
+            linux.set_name(f"ph-{request.get('op', 'worker')}"[:15])
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD,
                     signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)

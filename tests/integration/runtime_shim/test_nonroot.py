@@ -298,6 +298,8 @@ async def test_pod_on_host_network_runs_image_commands_as_nobody(
     uid_line = next(line for line in Path(f"/proc/{info['pid']}/status").read_text()
                     .splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1] == str(NOBODY.pw_uid)
+    # forked from the zygote (its command line), named for ps/top
+    assert Path(f"/proc/{info['supervisorPid']}/comm").read_text().strip() == "ph-supervise"
 
     out = await nobody_shim.runtime.ExecSync(cri.ExecSyncRequest(
         container_id=cid, cmd=["sh", "-c", "echo $HOSTNAME-ok; exit 4"], timeout=10))
