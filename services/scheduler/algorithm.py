@@ -217,9 +217,9 @@ class SchedulingAlgorithm:
         else:
             feasible, evaluated = self._filter(fwk, state, pod, nodes,
                                                diagnosis.node_to_status, len(all_nodes))
-        for s in diagnosis.node_to_status.values():
-            if s.plugin:
-                diagnosis.unschedulable_plugins.add(s.plugin)
+        plugins = set(map(_PLUGIN, diagnosis.node_to_status.values()))
+        plugins.discard("")
+        diagnosis.unschedulable_plugins |= plugins
         return feasible, diagnosis, evaluated
 
     def _filter(self, fwk: Framework, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
@@ -370,8 +370,8 @@ class SchedulingAlgorithm:
                                       map(not_, ring[p_lo:p_hi]))
             # A failing slot's verdict is a Status (never None).
             verdicts = cast(list[Status], list(map(col.values.__getitem__, slots)))
-            distinct = {id(s): s for s in verdicts}.values()
-            if all(s.plugin == name and s.code is not Code.ERROR for s in distinct):
+            if set(map(_PLUGIN, verdicts)) <= {name} and \
+                    Code.ERROR not in set(map(_CODE, verdicts)):
                 statuses.update(zip(map(_NAME, map(nodes.__getitem__, slots)), verdicts,
                                     strict=True))
                 return
@@ -414,6 +414,8 @@ class SchedulingAlgorithm:
 
 
 _NAME = attrgetter("name")
+_PLUGIN = attrgetter("plugin")
+_CODE = attrgetter("code")
 
 
 def _index(nodes: list[NodeInfo], target: NodeInfo) -> int:
