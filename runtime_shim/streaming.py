@@ -312,8 +312,8 @@ class StreamingServer:
             try:
                 reader, writer = await connect_in_netns(netns, port)
             except OSError as err:  # this port is done: its error is all the client gets
-                await conn.send(2 * i + 1, f"failed to connect to localhost:{port} inside "
-                                f"the pod: {err.strerror or err}".encode())
+                await conn.send(2 * i + 1, forward_failure(
+                    req.pod_sandbox_id, port, connect_failure(port, err)).encode())
                 continue
             writers[2 * i] = writer
             forwards.append(asyncio.create_task(self._pump_port(conn, 2 * i, reader, writer)))
@@ -484,9 +484,7 @@ class SpdyPortForward:
             try:
                 reader, writer = await connect_in_netns(self.netns, port)
             except OSError as err:
-                await self._report(pair, self._failure(port, f"failed to connect to "
-                                   f"localhost:{port} inside the pod's network namespace: "
-                                   f"{err.strerror or err}"))
+                await self._report(pair, self._failure(port, connect_failure(port, err)))
                 return
             try:
                 error = await self._copy(data, reader, writer)
@@ -500,9 +498,7 @@ class SpdyPortForward:
                 await stream.close()
 
     def _failure(self, port: int, reason: str) -> str:
-        # the kubelet's words; its CRI streaming server names the pod by its sandbox id
-        return f"error forwarding port {port} to pod {self.request.pod_sandbox_id}, uid : " \
-               f"{reason}"
+        return forward_failure(self.request.pod_sandbox_id, port, reason)
 
     @staticmethod
     async def _copy(stream: spdy.SpdyStream, reader: asyncio.StreamReader,
@@ -546,6 +542,17 @@ class SpdyPortForward:
             for task in (up, down, ended):
                 task.cancel()
             await asyncio.gather(up, down, ended, return_exceptions=True)
+
+
+def forward_failure(sandbox_id: str, port: int, reason: str) -> str:
+    """A port forward's failure in the kubelet's words (its CRI streaming server names
+    the pod by its sandbox id), on either protocol's error stream."""
+    return f"error forwarding port {port} to pod {sandbox_id}, uid : {reason}"
+
+
+def connect_failure(port: int, err: OSError) -> str:
+    return f"failed to connect to localhost:{port} inside the pod's network namespace: " \
+           f"{err.strerror or err}"
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

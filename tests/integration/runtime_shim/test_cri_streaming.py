@@ -369,6 +369,25 @@ async def test_port_forward_ends_when_the_pod_closes_the_connection(
     assert got.get(1) == prefix[8080] and got.get(3) == prefix[8081]
 
 
+async def test_port_forward_to_a_closed_port_reports_it_and_ends(streaming_shim: Shim) -> None:
+    shim = streaming_shim
+    sb = await shim.run_sandbox("wsfwdclosed")
+    await shim.run(sb, "c", ["sleep", "1000"])
+    resp = await shim.runtime.PortForward(cri.PortForwardRequest(pod_sandbox_id=sb[0],
+                                                                 port=[9]))
+    async with connect(ws_url(resp.url) + "?port=9",
+                       subprotocols=[V4]) as ws:  # type: ignore[list-item]
+        got = await asyncio.wait_for(collect(ws), 20)  # nothing listens on 9: the end
+    prefix = struct.pack("<H", 9)
+    assert got[0] == prefix
+    message = got[1].removeprefix(prefix).decode()
+    # the kubelet's wrapping; containerd's CRI says "failed to execute portforward ..."
+    assert message.startswith(f"error forwarding port 9 to pod {sb[0]}, uid : "), message
+    assert "refused" in message
+    if not shim.reference:
+        assert "failed to connect to localhost:9 inside the pod's network namespace" in message
+
+
 async def test_streaming_requests_for_unknown_or_stopped_containers(streaming_shim: Shim) -> None:
     shim = streaming_shim
     with pytest.raises(grpc.aio.AioRpcError) as info:
