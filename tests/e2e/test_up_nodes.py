@@ -96,16 +96,23 @@ def test_node_network_refusals(kwargs: dict[str, object], message: str) -> None:
         plan_node_network(**args)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--nodes", "0"], "--nodes must be at least 1"),
-    (["--nodes", "2", "--runtime", "containerd"], "--nodes runs each node's runtime shim"),
-    (["--nodes", "2", "--pod-cidr", "10.50.0.0/24"], "each node gets a /24"),
-    (["--node-cidr", "10.9.0.0/24"], "--node-cidr is for --nodes"),
-    (["--pod-bridge", "sixteen-chars-xx"], "must be 1 to 15 characters"),
-], ids=["zero", "containerd", "small-cidr", "node-cidr-alone", "long-bridge"])
-def test_up_refuses_clearly(tmp_path: object, argv: list[str], message: str) -> None:
+NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+@pytest.mark.parametrize(("user", "argv", "message"), [
+    ([], ["--nodes", "0"], "--nodes must be at least 1"),
+    ([], ["--nodes", "2", "--runtime", "containerd"], "--nodes runs each node's runtime shim"),
+    ([], ["--nodes", "2", "--pod-cidr", "10.50.0.0/24"], "each node gets a /24"),
+    ([], ["--node-cidr", "10.9.0.0/24"], "--node-cidr is for --nodes"),
+    ([], ["--pod-bridge", "sixteen-chars-xx"], "must be 1 to 15 characters"),
+    (NOBODY, ["--nodes", "2"], "--nodes needs root"),
+    (NOBODY, ["--runtime", "containerd"], "--runtime containerd needs root"),
+], ids=["zero", "containerd", "small-cidr", "node-cidr-alone", "long-bridge",
+        "nodes-not-root", "containerd-not-root"])
+def test_up_refuses_clearly(tmp_path: object, user: list[str], argv: list[str],
+                            message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pilothouse.cli", "up", "--data-dir", str(tmp_path),
+        [*user, sys.executable, "-m", "pilothouse.cli", "up", "--data-dir", str(tmp_path),
          "--port", "0", "--grpc-port", "0", *argv],
         capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2, proc.stderr
