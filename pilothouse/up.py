@@ -395,9 +395,9 @@ async def _ip(*argv: str, batch: list[str] | None = None, check: bool = True) ->
 
 async def create_node_network(net: NodeNetwork) -> None:
     """The host's bridge, a namespace per node with eth0 on it (lo up, the default route
-    through the host, forwarding on: it routes for its pods), and a route on the host
-    to each node's pod slice through that node. What a previous run left is removed
-    first."""
+    through the host, forwarding on: it routes for its pods), a route on the host to
+    each node's pod slice through that node, forwarding on in the host. What a previous
+    run left is removed first."""
     await remove_node_network(net)
     host = [f"link add {net.bridge} type bridge",
             f"addr add {net.gateway}/{net.prefixlen} dev {net.bridge}",
@@ -422,6 +422,15 @@ async def create_node_network(net: NodeNetwork) -> None:
             raise ComponentFailed(f"forwarding in {node.netns}: {err.decode().strip()}")
     await _ip(batch=[f"route replace {node.pod_cidr} via {node.ip} dev {net.bridge}"
                      for node in net.nodes])
+    # Pod to pod across nodes goes through the host, which must forward (as the CNI
+    # bridge plugin turns it on for a gateway bridge).
+    await asyncio.to_thread(_enable_forwarding)
+
+
+def _enable_forwarding() -> None:
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    if forward.read_text().strip() != "1":
+        forward.write_text("1\n")
 
 
 async def remove_node_network(net: NodeNetwork) -> None:

@@ -2,7 +2,8 @@
 runtime shim in its own network namespace (eth0 on ``up``'s own bridge, a node IP, a
 /24 of the pod CIDR). A Deployment with required pod anti-affinity puts one pod on
 each node; both run with an IP from their node's slice, their logs come back through
-the apiserver from each kubelet's server at its node IP, and stopping ``up`` removes
+the apiserver from each kubelet's server at its node IP, a pod reaches the pod on the
+other node (routed through the host), and stopping ``up`` removes
 the namespaces, links, routes, pods and processes.
 
 One cluster for the module; the last test stops it. The first tests need no
@@ -178,6 +179,12 @@ def test_one_pod_per_node_with_ips_and_logs(nodes_cluster: Cluster) -> None:
         assert log == f"hello from {name} on {ip}/24\n"
         placed[node] = name
     assert sorted(placed) == ["e2e-1", "e2e-2"]
+    # pod to pod across nodes: node 1's bridge, node 1, the host, node 2, its bridge
+    target = json.loads(cluster.kubectl("get", "pod", placed["e2e-2"], "-o", "json").stdout)
+    ping = cluster.kubectl("exec", placed["e2e-1"], "--", "ping", "-c", "1", "-W", "10",
+                           target["status"]["podIP"], check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert "1 packets received" in ping.stdout
 
 
 def test_stop_removes_namespaces_links_and_pods(nodes_cluster: Cluster) -> None:
