@@ -722,7 +722,7 @@ class ContainerdBackend(DelegatedRPCs):
                                      f"{err.details()}") from None
             raise
         self.containers[cid] = c
-        self.events.publish(await self._event(c, cri.CONTAINER_CREATED_EVENT))
+        await self._publish(c, cri.CONTAINER_CREATED_EVENT)
         return cri.CreateContainerResponse(container_id=cid)
 
     async def _with_rootfs(self, mounts: list[Any], fn: Any) -> ProcessSpec:
@@ -784,7 +784,7 @@ class ContainerdBackend(DelegatedRPCs):
                 raise RuntimeFailure(f"failed to start container {c.id}: {message}") from None
             c.started_at = started_at
             await self._label(c.id, STARTED, str(c.started_at))
-            self.events.publish(await self._event(c, cri.CONTAINER_STARTED_EVENT))
+            await self._publish(c, cri.CONTAINER_STARTED_EVENT)
         return cri.StartContainerResponse()
 
     def _make_stdin_fifo(self, c: ContainerRecord) -> str:
@@ -853,7 +853,7 @@ class ContainerdBackend(DelegatedRPCs):
                 log.warning("finalising container %s: %s", c.id, err.details())
                 return False
             if exited:
-                self.events.publish(await self._event(c, cri.CONTAINER_STOPPED_EVENT))
+                await self._publish(c, cri.CONTAINER_STOPPED_EVENT)
         return exited
 
     async def _state(self, c: ContainerRecord) -> cri.ContainerState.ValueType:
@@ -921,7 +921,7 @@ class ContainerdBackend(DelegatedRPCs):
                 if not await self._wait_task(c.id, KILL_WAIT):
                     raise DeadlineExceeded(f"container {c.id} did not exit after SIGKILL")
         await self._finalize(c)
-        self.events.publish(await self._event(c, cri.CONTAINER_STOPPED_EVENT))
+        await self._publish(c, cri.CONTAINER_STOPPED_EVENT)
 
     async def remove_container(
         self, req: cri.RemoveContainerRequest
@@ -943,7 +943,7 @@ class ContainerdBackend(DelegatedRPCs):
         self.containers.pop(c.id, None)
         self._exited.pop(c.id, None)
         self._cpu_samples.pop(c.id, None)
-        self.events.publish(await self._event(c, cri.CONTAINER_DELETED_EVENT, removed=True))
+        await self._publish(c, cri.CONTAINER_DELETED_EVENT, removed=True)
 
     async def _container_status(self, c: ContainerRecord) -> cri.ContainerStatus:
         await self._refresh(c)
@@ -1370,6 +1370,13 @@ class ContainerdBackend(DelegatedRPCs):
                     if other.sandbox_id == sb.id and not (removed and other.id == c.id):
                         event.containers_statuses.append(await self._plain_status(other))
         return event
+
+    async def _publish(self, c: ContainerRecord, kind: cri.ContainerEventType.ValueType,
+                       removed: bool = False) -> None:
+        # an event carries the status of every container of the pod (a containerd call
+        # each): built only when someone listens
+        if self.events.subscribers:
+            self.events.publish(await self._event(c, kind, removed=removed))
 
     async def _plain_status(self, c: ContainerRecord) -> cri.ContainerStatus:
         """A status without finalising (events are built while a lock may be held)."""
