@@ -766,6 +766,10 @@ class ContainerdBackend(DelegatedRPCs):
                 os.makedirs(os.path.dirname(c.log_path), exist_ok=True)
                 stdout = (f"binary://{self.logger}?log={quote(c.log_path, safe='/')}"
                           f"&pids={quote(str(self.loggers_dir), safe='/')}")
+            elif c.config.tty:
+                # containerd's shim copies a terminal to an output it must have: without
+                # a log, the log writer drains it to nowhere
+                stdout = f"binary://{self.logger}?pids={quote(str(self.loggers_dir), safe='/')}"
             stdin = self._make_stdin_fifo(c)
             try:
                 mounts = await self._mounts(c.id)

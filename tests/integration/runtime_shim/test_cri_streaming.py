@@ -278,6 +278,20 @@ async def test_attach_to_a_terminal_writes_to_its_stdin(containerd_shims: Shim) 
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_terminal_container_without_a_log_runs(containerd_shims: Shim) -> None:
+    """A terminal needs an output in containerd's shim even when the CRI config asks for
+    no log (log_path empty): the container runs, and execs in it work."""
+    shim = containerd_shims
+    sid, sconfig = await shim.run_sandbox("wsttynolog")
+    config = terminal_config("c", ["sleep", "1000"], tty=True)
+    config.log_path = ""
+    cid = (await shim.runtime.CreateContainer(cri.CreateContainerRequest(
+        pod_sandbox_id=sid, config=config, sandbox_config=sconfig))).container_id
+    await shim.runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    assert (await shim.status(cid)).state == cri.CONTAINER_RUNNING
+    assert (await shim.exec(cid, "echo", "here")).stdout == b"here\n"
+
+
 async def test_port_forward_reaches_a_port_inside_the_pod(streaming_shim: Shim) -> None:
     shim = streaming_shim
     sb = await shim.run_sandbox("wsfwd")
