@@ -202,8 +202,8 @@ def check_arguments(args: argparse.Namespace, *, root: bool) -> NodeNetwork | No
                          "own bridge (run as root, or drop --nodes for one node on this "
                          "machine's network)")
     if args.runtime != "process":
-        raise UsageError(f"--nodes runs each node's runtime shim with the process backend; "
-                         f"--runtime {args.runtime} is for a single node")
+        raise UsageError(f"--nodes runs each node's runtime shim with the process backend: "
+                         f"not with --runtime {args.runtime}")
     base = args.node_name or socket.gethostname().lower()
     return plan_node_network(count=args.nodes, pod_cidr=args.pod_cidr,
                              bridge=args.pod_bridge, node_cidr=args.node_cidr,
