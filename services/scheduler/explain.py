@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 from pilothouse.services.scheduler.framework import NodeToStatus, ScoreRecord
@@ -77,9 +78,7 @@ class ExplainStore:
         shows; 5000 attempts with every scored node of a 5000-node cluster held ~200 MB)."""
         n = len(attempt.scored_nodes)
         if n > self.top_nodes and len(attempt.totals) == n:
-            # The order to_dict gives: by total, highest first, ties in scoring order.
-            keep = sorted(range(n), key=attempt.totals.__getitem__,
-                          reverse=True)[:self.top_nodes]
+            keep = _top(attempt.totals, self.top_nodes)
             attempt.scored_nodes = list(map(attempt.scored_nodes.__getitem__, keep))
             attempt.totals = list(map(attempt.totals.__getitem__, keep))
             attempt.score_records = [
@@ -99,6 +98,16 @@ class ExplainStore:
 
     def __len__(self) -> int:
         return len(self._attempts)
+
+
+def _top(totals: list[int], k: int) -> list[int]:
+    """Indexes of the ``k`` best totals in the order ``to_dict`` gives (highest first,
+    ties in scoring order), with C-level sorting and selection (totals repeat a lot)."""
+    threshold = sorted(totals, reverse=True)[k - 1]
+    above = list(compress(range(len(totals)), map(threshold.__lt__, totals)))
+    above.sort(key=totals.__getitem__, reverse=True)  # stable: ties keep their order
+    tied = list(compress(range(len(totals)), map(threshold.__eq__, totals)))
+    return above + tied[:k - len(above)]
 
 
 def format_attempt(doc: dict[str, Any]) -> str:

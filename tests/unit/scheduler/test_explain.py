@@ -35,3 +35,13 @@ def test_small_attempts_are_kept_whole() -> None:
     store.record(_attempt(20, 1))
     kept = store.get("default/p")
     assert kept is not None and len(kept.scored_nodes) == 20
+
+
+def test_top_equals_a_full_stable_sort() -> None:
+    from pilothouse.services.scheduler.explain import _top
+
+    for seed in range(200):
+        rnd = random.Random(seed)
+        n = rnd.randrange(51, 400)
+        totals = [rnd.randrange(rnd.choice([2, 5, 50, 1000])) for _ in range(n)]
+        assert _top(totals, 50) == sorted(range(n), key=totals.__getitem__, reverse=True)[:50]
