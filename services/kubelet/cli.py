@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image filesystem usage (%%) above which unused images go")
     parser.add_argument("--image-gc-low-threshold", type=int, default=80,
                         help="image filesystem usage (%%) image GC brings it down to")
+    parser.add_argument("--cgroup-root", default="",
+                        help="pod cgroups go under ROOT/kubepods/<qos>/pod<uid> (given to the "
+                        "runtime as the sandbox's cgroup parent); default: the runtime decides")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -67,6 +70,9 @@ def config_from_args(args: argparse.Namespace) -> KubeletConfig:
         raise ValueError(f"--port must be 0-65535, not {args.port}")
     if args.max_pods is not None and args.max_pods < 1:
         raise ValueError(f"--max-pods must be at least 1, not {args.max_pods}")
+    if args.cgroup_root and not args.cgroup_root.startswith("/"):
+        raise ValueError(f"--cgroup-root must be an absolute cgroup path, not "
+                         f"{args.cgroup_root!r}")
     parse_thresholds(args.eviction_hard)  # a bad threshold is a clear error, here
     if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
         raise ValueError(f"--image-gc-low-threshold ({args.image_gc_low_threshold}) must be "
@@ -85,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> KubeletConfig:
                          node_labels=labels,
                          cluster_dns=[s for s in args.cluster_dns.split(",") if s],
                          cluster_domain=args.cluster_domain,
-                         eviction_hard=args.eviction_hard,
+                         eviction_hard=args.eviction_hard, cgroup_root=args.cgroup_root,
                          image_gc_high_threshold_percent=args.image_gc_high_threshold,
                          image_gc_low_threshold_percent=args.image_gc_low_threshold)
 

@@ -53,5 +53,7 @@ class KubeletConfig:
     image_gc_low_threshold_percent: int = 80
     image_minimum_gc_age: float = 120.0
     image_gc_period: float = 300.0
+    # Pod-level cgroups under <cgroup_root>/kubepods/... ("": the runtime places pods).
+    cgroup_root: str = ""
     # The sandbox image, never garbage-collected.
     pod_infra_container_image: str = "registry.k8s.io/pause:3.10"

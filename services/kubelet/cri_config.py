@@ -112,7 +112,7 @@ def dns_config(pod: core_pb2.Pod, cluster_dns: list[str], cluster_domain: str,
 
 
 def sandbox_config(pod: core_pb2.Pod, *, attempt: int, log_dir: Path, cluster_dns: list[str],
-                   cluster_domain: str) -> cri.PodSandboxConfig:
+                   cluster_domain: str, cgroup_parent: str = "") -> cri.PodSandboxConfig:
     meta = pod.metadata
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=meta.name, namespace=meta.namespace,
@@ -132,6 +132,8 @@ def sandbox_config(pod: core_pb2.Pod, *, attempt: int, log_dir: Path, cluster_dn
                 config.port_mappings.add(protocol=PROTOCOLS.get(p.protocol or "TCP", cri.TCP),
                                          container_port=p.containerPort, host_port=p.hostPort,
                                          host_ip=p.hostIP)
+    if cgroup_parent:
+        config.linux.cgroup_parent = cgroup_parent
     sc = config.linux.security_context
     ns = sc.namespace_options
     ns.network = NODE if pod.spec.hostNetwork else POD

@@ -453,7 +453,8 @@ def disk_usage(path: Path) -> int:
 
 class NodeSummaryProvider:
     """The real usage: /proc, statvfs of the kubelet root and the image filesystem, the CRI's
-    container stats, and the pods' log files and emptyDir volumes on disk."""
+    container stats (and pod sandbox stats for process counts, where the runtime has them),
+    and the pods' log files and emptyDir volumes on disk."""
 
     def __init__(self, *, runtime: rt.RuntimeClient, root_dir: Path,
                  pod_dir: Callable[[str], Path], log_dir: Callable[[core_pb2.Pod], Path],
@@ -466,13 +467,26 @@ class NodeSummaryProvider:
 
     async def summary(self, pods: list[core_pb2.Pod]) -> Summary:
         stats = await self.runtime.call("ListContainerStats", cri.ListContainerStatsRequest())
+        processes: dict[str, int] = {}  # pod uid -> process count, where the runtime says
+        with contextlib.suppress(rt.RuntimeError_):
+            pod_stats = await self.runtime.call("ListPodSandboxStats",
+                                                cri.ListPodSandboxStatsRequest())
+            for ps in pod_stats.stats:
+                uid = ps.attributes.labels.get(rt.POD_UID_LABEL) or ps.attributes.metadata.uid
+                if uid and ps.linux.process.HasField("process_count"):
+                    processes[uid] = processes.get(uid, 0) + \
+                        ps.linux.process.process_count.value
         image_mount = ""
         with contextlib.suppress(rt.RuntimeError_):
             fs_info = await self.runtime.call("ImageFsInfo", cri.ImageFsInfoRequest())
             for usage in fs_info.image_filesystems:
                 image_mount = usage.fs_id.mountpoint
                 break
-        return await asyncio.to_thread(self._read, pods, list(stats.stats), image_mount)
+        summary = await asyncio.to_thread(self._read, pods, list(stats.stats), image_mount)
+        for uid, count in processes.items():
+            if uid in summary.pods:
+                summary.pods[uid].processes = count
+        return summary
 
     def _read(self, pods: list[core_pb2.Pod], stats: list[cri.ContainerStats],
               image_mount: str) -> Summary:

@@ -29,7 +29,14 @@ from pilothouse.client.clock import AsyncClock, real_clock
 from pilothouse.client.errors import ClientError, is_already_exists, is_not_found
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
-from pilothouse.services.kubelet import admission, cri_config, eviction, nodestatus, static_pods
+from pilothouse.services.kubelet import (
+    admission,
+    cgroups,
+    cri_config,
+    eviction,
+    nodestatus,
+    static_pods,
+)
 from pilothouse.services.kubelet.backoff import Backoff
 from pilothouse.services.kubelet.config import KubeletConfig
 from pilothouse.services.kubelet.image_gc import CRIImages, ImageGCManager
@@ -358,6 +365,13 @@ class Kubelet:
             await self.syncer.kill_pod(state, rp, 2)
             await self.syncer.cleanup(state)
             self.pleg.pods_with_sandboxes.discard(uid)
+        if self.config.cgroup_root:  # pod cgroups whose removal failed (processes were left)
+            found = await asyncio.to_thread(cgroups.pod_uids_with_cgroups,
+                                            self.config.cgroup_root)
+            for uid, paths in found.items():
+                if uid not in known and uid not in self.pleg.pods_with_sandboxes:
+                    for path in paths:
+                        await asyncio.to_thread(cgroups.remove_cgroup, path)
         pods_dir = self.config.root_dir / "pods"
         if pods_dir.is_dir():
             for d in pods_dir.iterdir():

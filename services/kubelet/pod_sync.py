@@ -42,7 +42,7 @@ from pilothouse.client import Client, copy_object
 from pilothouse.client.errors import ClientError, is_conflict, is_not_found
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
-from pilothouse.services.kubelet import admission, cri_config, podstatus, probes
+from pilothouse.services.kubelet import admission, cgroups, cri_config, podstatus, probes
 from pilothouse.services.kubelet import env as envlib
 from pilothouse.services.kubelet import volumes as vol
 from pilothouse.services.kubelet.backoff import Backoff
@@ -347,9 +347,10 @@ class PodSyncer:
 
     def _sandbox_config(self, pod: core_pb2.Pod, attempt: int) -> cri.PodSandboxConfig:
         log_dir = cri_config.log_directory(self.d.config.root_dir, pod)
-        return cri_config.sandbox_config(pod, attempt=attempt, log_dir=log_dir,
-                                         cluster_dns=self.d.config.cluster_dns,
-                                         cluster_domain=self.d.config.cluster_domain)
+        return cri_config.sandbox_config(
+            pod, attempt=attempt, log_dir=log_dir, cluster_dns=self.d.config.cluster_dns,
+            cluster_domain=self.d.config.cluster_domain,
+            cgroup_parent=cgroups.pod_cgroup(self.d.config.cgroup_root, pod))
 
     async def _create_sandbox(self, state: PodState, attempt: int) -> str:
         config = self._sandbox_config(state.pod, attempt)
@@ -879,6 +880,12 @@ class PodSyncer:
                 await self.d.runtime.call("RemovePodSandbox", cri.RemovePodSandboxRequest(
                     pod_sandbox_id=sb.id))
         await asyncio.to_thread(self.d.volumes.teardown, state.uid)
+        root = self.d.config.cgroup_root
+        if root:  # the runtime leaves the cgroup parent it was given to us
+            paths = [cgroups.pod_cgroup(root, state.pod)] if state.pod.spec.containers \
+                else cgroups.all_pod_cgroups(root, state.uid)
+            for path in paths:
+                await asyncio.to_thread(cgroups.remove_cgroup, path)
         self.d.backoff.forget_prefix(f"{state.uid}/")
         self.d.image_backoff.forget_prefix(f"{state.uid}/")
         state.finished = True

@@ -103,6 +103,7 @@ class Node:
     kubelet: Kubelet | None = None
     task: asyncio.Task[None] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # KubeletConfig fields
+    cgroup_root: str = ""  # the kubelet's --cgroup-root (removed afterwards)
     # Puts an image archive into the runtime's image store (as an operator would).
     import_image: Callable[[Path], Awaitable[None]] | None = None
 
@@ -113,7 +114,8 @@ class Node:
                              root_dir=self.kubelet_root, address="127.0.0.1", port=0,
                              pleg_relist_period=0.2, resync_period=2.0,
                              static_pod_path=self.kubelet_root.parent / "manifests",
-                             file_check_frequency=0.5, **self.overrides)
+                             file_check_frequency=0.5,
+                             **{"cgroup_root": self.cgroup_root, **self.overrides})
 
     async def start_kubelet(self, **kwargs: Any) -> Kubelet:
         """Start a kubelet (``kwargs``: Kubelet's own, e.g. a ``summary_provider``)."""
@@ -240,6 +242,8 @@ async def _node(backend: str, tmp_path: Path, short_dir: Path, busybox_archive: 
     (tmp_path / "manifests").mkdir()
     try:
         async with contextlib.AsyncExitStack() as stack:
+            cgroup_root = f"/pilothouse-klpods-{secrets.token_hex(3)}"
+            stack.callback(remove_cgroups, cgroup_root)  # last: after the runtime is gone
             importer: Callable[[Path], Awaitable[None]]
             if backend == "process":
                 socket = await stack.enter_async_context(
@@ -265,7 +269,7 @@ async def _node(backend: str, tmp_path: Path, short_dir: Path, busybox_archive: 
                 async def importer(archive: Path) -> None:
                     await asyncio.to_thread(daemon.import_image, archive, K8S_NAMESPACE)
             n = Node(api, client, backend, socket, tmp_path / "kubelet",
-                     import_image=importer)
+                     import_image=importer, cgroup_root=cgroup_root)
             try:
                 yield n
             finally:

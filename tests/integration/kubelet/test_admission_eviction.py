@@ -112,9 +112,7 @@ class LowMemory:
         return s
 
 
-async def test_memory_pressure_sets_the_node_condition_and_evicts_a_pod(
-        process_node: Node) -> None:
-    node = process_node
+async def test_memory_pressure_sets_the_node_condition_and_evicts_a_pod(node: Node) -> None:
     node.overrides = {"eviction_monitoring_interval": 0.3, "node_status_update_frequency": 0.5}
     runtime = RuntimeClient(node.socket)
     root = node.kubelet_root
@@ -124,7 +122,17 @@ async def test_memory_pressure_sets_the_node_condition_and_evicts_a_pod(
     try:
         await node.start_kubelet(summary_provider=low)
         await node.run_pod(busybox_pod("hog", "sleep 3600"))
-        await node.wait_pod("hog", running, what="Running")
+        hog = await node.wait_pod("hog", running, what="Running")
+        # The real summary measures the pod: memory from the CRI's container stats, its
+        # processes from the sandbox stats, its log on disk; and the node.
+        real = await low.real.summary([hog])
+        usage = real.pods[hog.metadata.uid]
+        assert [c.name for c in usage.containers] == ["main"]
+        assert (usage.containers[0].memory_working_set or 0) > 0
+        # (containerd's own CRI has pod stats because the kubelet names the pod's cgroup.)
+        assert usage.processes is not None and usage.processes >= 1
+        assert real.memory_capacity > real.memory_available > 0
+        assert real.nodefs.capacity > real.nodefs.available > 0
 
         async def condition(status: str) -> bool:
             n = await node.client.get(core_pb2.Node, NODE)

@@ -11,6 +11,7 @@ import httpx
 
 from pilothouse.gen.k8s.coordination.v1 import coordination_pb2
 from pilothouse.gen.k8s.core.v1 import core_pb2
+from pilothouse.services.kubelet import cgroups
 
 from .conftest import NODE, Node, busybox_pod, wait_for
 
@@ -234,8 +235,10 @@ async def test_deletion_runs_pre_stop_within_the_grace_period(node: Node, tmp_pa
     c = pod.spec.containers[0]
     c.volumeMounts.add(name="out", mountPath="/out")
     c.lifecycle.preStop.exec.command.extend(["sh", "-c", "echo preStop >> /out/log"])
-    await node.run_pod(pod)
-    await node.wait_pod("bye", running, what="Running")
+    created = await node.run_pod(pod)
+    running_pod = await node.wait_pod("bye", running, what="Running")
+    cgroup = cgroups.pod_cgroup(node.cgroup_root, running_pod).strip("/")
+    assert [h for h in Path("/sys/fs/cgroup").iterdir() if (h / cgroup).is_dir()]
     await node.client.delete(core_pb2.Pod, "bye", namespace="default")
 
     async def gone() -> bool:
@@ -253,6 +256,13 @@ async def test_deletion_runs_pre_stop_within_the_grace_period(node: Node, tmp_pa
     async def no_sandboxes() -> bool:
         return not await node.sandboxes()
     await wait_for(no_sandboxes, what="the sandbox removed")
+    # The pod's cgroup (named by the kubelet, made by the runtime) went with it.
+    cgroup = cgroups.pod_cgroup(node.cgroup_root, created).strip("/")
+    assert cgroup.startswith(node.cgroup_root.strip("/") + "/kubepods/besteffort/pod")
+
+    async def cgroup_removed() -> bool:
+        return not [h for h in Path("/sys/fs/cgroup").iterdir() if (h / cgroup).exists()]
+    await wait_for(cgroup_removed, what="the pod's cgroup removed")
 
 
 async def test_kubelet_restart_leaves_pods_running(node: Node) -> None:

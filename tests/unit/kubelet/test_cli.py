@@ -24,8 +24,10 @@ from pilothouse.cli import main
      "unknown signal 'disk.free'"),
     (["--runtime-endpoint", "unix:///x", "--image-gc-high-threshold", "70"],
      "--image-gc-low-threshold (80) must be at most --image-gc-high-threshold (70)"),
+    (["--runtime-endpoint", "unix:///x", "--cgroup-root", "kubepods"],
+     "--cgroup-root must be an absolute cgroup path"),
 ], ids=["endpoint", "apiserver", "port", "max-pods", "labels", "eviction-quantity",
-        "eviction-signal", "image-gc"])
+        "eviction-signal", "image-gc", "cgroup-root"])
 def test_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["kubelet", "--node-name", "n1", *args]) == 2
     err = capsys.readouterr().err
