@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
@@ -19,13 +21,13 @@ async def image_names(node: Node) -> set[str]:
 
 
 async def test_unused_images_are_removed_and_images_in_use_kept(node: Node,
-                                                                extra_archive: object) -> None:
+                                                                extra_archive: Path) -> None:
     node.overrides = {"image_gc_high_threshold_percent": 100}  # off while the pod starts
     await node.start_kubelet()
     await node.run_pod(busybox_pod("web", "sleep 3600"))
     before = await node.wait_pod("web", running, what="Running")
     assert node.import_image is not None
-    await node.import_image(extra_archive)  # type: ignore[arg-type]
+    await node.import_image(extra_archive)
     names = await image_names(node)
     assert EXTRA_IMAGE in names
     busybox = {n for n in names if "busybox" in n}

@@ -15,13 +15,14 @@ from .conftest import Harness, make_pod
 
 
 def node(cpu: str = "2", memory: str = "4Gi", pods: str = "3", storage: str = "10Gi",
-         labels: dict[str, str] | None = None, **extra: str) -> core_pb2.Node:
+         labels: dict[str, str] | None = None,
+         extra: dict[str, str] | None = None) -> core_pb2.Node:
     n = core_pb2.Node()
     n.metadata.name = "node-a"
     n.metadata.labels["kubernetes.io/os"] = "linux"
     n.metadata.labels.update(labels or {})
     for k, v in {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": storage,
-                 **extra}.items():
+                 **(extra or {})}.items():
         n.status.allocatable[k].string = v
     return n
 
@@ -37,6 +38,10 @@ def pod(name: str = "new", *, requests: dict[str, str] | None = None,
     for k, v in kw.get("selector", {}).items():
         p.spec.nodeSelector[k] = v
     return p
+
+
+def reason(rejection: Rejection | None) -> str:
+    return rejection.reason if rejection is not None else ""
 
 
 CASES = [
@@ -76,10 +81,10 @@ def test_admit(new: core_pb2.Pod, others: list[core_pb2.Pod], want: Rejection | 
 
 def test_extended_resources() -> None:
     gpu = pod(requests={"example.com/gpu": "2"})
-    assert admit(gpu, node(**{"example.com/gpu": "1"}), []) == Rejection(
+    assert admit(gpu, node(extra={"example.com/gpu": "1"}), []) == Rejection(
         "OutOfexample.com/gpu", "Node didn't have enough resource: example.com/gpu, "
                                 "requested: 2, used: 0, capacity: 1")
-    assert admit(gpu, node(**{"example.com/gpu": "2"}), []) is None
+    assert admit(gpu, node(extra={"example.com/gpu": "2"}), []) is None
     # One the node does not have at all is not the kubelet's to judge (cluster resources).
     assert admit(gpu, node(), []) is None
 
@@ -90,7 +95,7 @@ def test_required_node_affinity_and_node_name_and_taints() -> None:
         .nodeSelectorTerms.add()
     term.matchExpressions.add(key="zone", operator="In", values=["a"])
     assert admit(p, node(labels={"zone": "a"}), []) is None
-    assert admit(p, node(labels={"zone": "b"}), []).reason == "NodeAffinity"  # type: ignore[union-attr]
+    assert reason(admit(p, node(labels={"zone": "b"}), [])) == "NodeAffinity"
     other = pod()
     other.spec.nodeName = "node-b"
     assert admit(other, node(), []) == Rejection(
@@ -109,10 +114,10 @@ def test_required_node_affinity_and_node_name_and_taints() -> None:
 def test_os_label_and_field() -> None:
     p = pod()
     p.metadata.labels["kubernetes.io/os"] = "windows"
-    assert admit(p, node(), []).reason == "PodOSSelectorNodeLabelDoesNotMatch"  # type: ignore[union-attr]
+    assert reason(admit(p, node(), [])) == "PodOSSelectorNodeLabelDoesNotMatch"
     q = pod()
     q.spec.os.name = "windows"
-    assert admit(q, node(), []).reason == "PodOSNotSupported"  # type: ignore[union-attr]
+    assert reason(admit(q, node(), [])) == "PodOSNotSupported"
 
 
 def test_pod_requests_count_init_containers_sidecars_and_overhead() -> None:
