@@ -369,7 +369,9 @@ class SchedulingAlgorithm:
                     slots += compress(range(p_lo + shift, p_hi + shift),
                                       map(not_, ring[p_lo:p_hi]))
             # A failing slot's verdict is a Status (never None).
-            verdicts = cast(list[Status], list(map(col.values.__getitem__, slots)))
+            gather = getattr(col.values, "gather", None)
+            verdicts = cast(list[Status], gather(slots) if gather is not None
+                            else list(map(col.values.__getitem__, slots)))
             if set(map(_PLUGIN, verdicts)) <= {name} and \
                     Code.ERROR not in set(map(_CODE, verdicts)):
                 statuses.update(zip(map(_NAME, map(nodes.__getitem__, slots)), verdicts,

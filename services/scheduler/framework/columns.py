@@ -130,6 +130,9 @@ class VerdictColumn(Protocol):
     @property
     def failed(self) -> int: ...
 
+    # Optionally, ``values.gather(slots)``: the verdicts at ``slots`` (faster than one
+    # ``values[slot]`` per slot when the verdicts are computed, not stored).
+
 
 class DomainColumn(Column["str | None"]):
     """Each node's value of one label (a topology domain; None: the node lacks it), and

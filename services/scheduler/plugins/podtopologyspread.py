@@ -14,7 +14,7 @@ is better, each constraint weighted by log(number of domains + 2).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -412,6 +412,7 @@ class PodTopologySpread:
         passed = -1
         domain_values: list[list[str | None]] = []
         passing: list[set[str]] = []
+        known: list[Iterable[str]] = []
         for i, c in enumerate(s.constraints):
             col = self._domain_column(snapshot, c.topology_key)
             masks = col.masks()
@@ -426,8 +427,9 @@ class PodTopologySpread:
             passed &= union
             domain_values.append(col.values)
             passing.append(ok)
+            known.append(masks.keys())
         mask = (passed & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
-        return _SpreadColumn(_SpreadVerdicts(domain_values, passing), mask,
+        return _SpreadColumn(_SpreadVerdicts(domain_values, passing, known), mask,
                              n - mask.count(1))
 
     def _domain_column(self, snapshot: Snapshot, key: str) -> DomainColumn:
@@ -520,11 +522,13 @@ class _SpreadVerdicts(Sequence["Status | None"]):
     """Filter verdicts by slot, from each constraint's domain per slot and passing
     domains: the first failing constraint decides, as in ``filter``."""
 
-    __slots__ = ("_domains", "_passing")
+    __slots__ = ("_domains", "_known", "_passing")
 
-    def __init__(self, domains: list[list[str | None]], passing: list[set[str]]) -> None:
+    def __init__(self, domains: list[list[str | None]], passing: list[set[str]],
+                 known: list[Iterable[str]]) -> None:
         self._domains = domains
         self._passing = passing
+        self._known = known  # every domain value of each constraint's key
 
     def __getitem__(self, slot: Any) -> Any:
         for values, ok in zip(self._domains, self._passing, strict=True):
@@ -537,6 +541,16 @@ class _SpreadVerdicts(Sequence["Status | None"]):
 
     def __len__(self) -> int:
         return len(self._domains[0]) if self._domains else 0
+
+    def gather(self, slots: list[int]) -> list[Status | None]:
+        """The verdicts at ``slots`` (one constraint: two C-level lookups per slot)."""
+        if len(self._domains) != 1:
+            return list(map(self.__getitem__, slots))
+        ok = self._passing[0]
+        by_domain: dict[str | None, Status | None] = {
+            d: (None if d in ok else _REJECT) for d in self._known[0]}
+        by_domain[None] = _REJECT_LABEL
+        return list(map(by_domain.__getitem__, map(self._domains[0].__getitem__, slots)))
 
 
 class _SpreadColumn:

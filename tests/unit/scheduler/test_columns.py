@@ -287,3 +287,39 @@ def test_select_host_breaks_ties_as_before() -> None:
         ties = [i for i, t in enumerate(totals) if t == 9]
         want = nodes[ties[random.Random(seed).randrange(len(ties))]].name
         assert got == want
+
+
+def test_spread_column_verdicts_by_domain() -> None:
+    """PodTopologySpread's column: zone a (over the skew) and the unlabelled node fail,
+    with the reasons ``filter`` gives, whether read per slot or gathered."""
+    cache = Cache()
+    for i in range(9):
+        cache.add_node(make_node(f"n{i}", zone="abc"[i % 3]))
+    cache.add_node(make_node("bare"))
+    for i in range(3):
+        cache.add_pod(make_pod(f"w{i}", labels={"app": "w"}, node_name="n0"))
+    snapshot = Snapshot()
+    cache.update_snapshot(snapshot)
+    fwk = _framework(snapshot, random.Random(1))
+    pod = PodInfo(make_pod("x", labels={"app": "w"}, spread=[{
+        "maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "w"}}}]))
+    state = CycleState()
+    fwk.run_pre_filter(state, pod, snapshot.node_info_list)
+    pl = fwk.plugins["PodTopologySpread"]
+    col = pl.filter_column(state, pod, snapshot)
+    assert col is not None
+    nodes = snapshot.node_info_list
+    want = [pl.filter(state, pod, ni) for ni in nodes]
+    slots = list(range(len(nodes)))
+    assert [col.values[s] for s in slots] == want
+    assert col.values.gather(slots) == want
+    assert col.values.gather(slots[::-1]) == want[::-1]
+    failing = {ni.name: s.message() for ni, s in zip(nodes, want, strict=True) if s}
+    assert failing == {
+        "n0": "node(s) didn't match pod topology spread constraints",
+        "n3": "node(s) didn't match pod topology spread constraints",
+        "n6": "node(s) didn't match pod topology spread constraints",
+        "bare": "node(s) didn't match pod topology spread constraints (missing required "
+                "label)"}
+    assert list(col.passed) == [0 if s else 1 for s in want] and col.failed == 4
