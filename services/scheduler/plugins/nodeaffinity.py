@@ -46,6 +46,9 @@ _NO_FIELDS: Final[dict[str, str]] = {}
 _MEMOS: dict[tuple[tuple[tuple[str, str], ...], bytes], dict[str, tuple[dict[str, str], bool]]] \
     = {}
 _MAX_MEMOS: Final = 256
+#: Compiled required node selectors by their serialized form (compiled selectors are
+#: read-only).
+_COMPILED: dict[bytes, CompiledNodeSelector] = {}
 
 
 class RequiredNodeAffinity:
@@ -70,9 +73,15 @@ class RequiredNodeAffinity:
                 spec.affinity.nodeAffinity.HasField(
                     "requiredDuringSchedulingIgnoredDuringExecution"):
             req = spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
-            self.required = compile_node_selector(req)
-            self.uses_fields = any(not t.field_selector.empty for t in self.required.terms)
             raw = b"r" + req.SerializeToString(deterministic=True)
+            # Compiled once per distinct selector (a Deployment's replicas share it).
+            compiled = _COMPILED.get(raw)
+            if compiled is None:
+                if len(_COMPILED) >= _MAX_MEMOS:
+                    _COMPILED.clear()
+                compiled = _COMPILED[raw] = compile_node_selector(req)
+            self.required = compiled
+            self.uses_fields = any(not t.field_selector.empty for t in compiled.terms)
         #: Equal for pods whose nodeSelector and required terms are equal.
         self.key = key = (self.node_selector, raw)
         memo = _MEMOS.get(key)

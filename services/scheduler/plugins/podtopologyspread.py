@@ -277,14 +277,27 @@ class PodTopologySpread:
         self.system_defaulted = self.defaulting_type == "System"
         self._counters: dict[tuple[Any, ...], SpreadCounts] = {}
         self._domains: dict[str, DomainColumn] = {}
+        self._parsed: dict[tuple[Any, ...], tuple[Constraint, ...]] = {}
 
     def events_to_register(self) -> list[ClusterEvent]:
         return [ClusterEvent("Pod", "*"), ClusterEvent("Node", "Add"),
                 ClusterEvent("Node", "Update"), ClusterEvent("Node", "Delete")]
 
     def _constraints(self, pod: PodInfo, action: str) -> list[Constraint]:
-        if pod.pod.spec.topologySpreadConstraints:
-            return constraints_of(pod, action)
+        own = pod.pod.spec.topologySpreadConstraints
+        if own:
+            # Parsed once per distinct constraint list (and the pod labels that
+            # matchLabelKeys read): the replicas of a workload share it.
+            key = (action, pod.namespace,
+                   b"\0".join(c.SerializeToString(deterministic=True) for c in own),
+                   tuple(sorted(pod.labels.items()))
+                   if any(c.matchLabelKeys for c in own) else None)
+            parsed = self._parsed.get(key)
+            if parsed is None:
+                if len(self._parsed) >= _MAX_MEMOS:
+                    self._parsed.clear()
+                parsed = self._parsed[key] = tuple(constraints_of(pod, action))
+            return list(parsed)
         # Default constraints: only for pods some Service/ReplicaSet/StatefulSet selects.
         if self.system_defaulted:
             defaults = [(k, skew, "ScheduleAnyway") for k, skew in SYSTEM_DEFAULT_CONSTRAINTS]
