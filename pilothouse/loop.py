@@ -4,17 +4,70 @@ uvloop where it is installed (Linux, the default install): its scheduling and
 socket writes are several times cheaper than the standard loop's, which is
 what a watch fan-out to a thousand clients spends its time on. The standard
 loop otherwise; behaviour is the same.
+
+Importing this module also turns gRPC's fork handlers off for the process and
+the children it starts (``disable_grpc_fork_support``, below), provided it is
+imported before gRPC. ``run_event_loop`` enables ``faulthandler``, so a
+component that crashes leaves the Python stacks of its threads in its log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import faulthandler
 import gc
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+# -- gRPC and fork() ------------------------------------------------------------------
+#
+# gRPC's C core (grpcio 1.80-1.85 at least) installs pthread_atfork handlers: before
+# each fork() it quiesces its EventEngine threads, and in the child it starts them
+# again (thread pool and poller: five threads in a child that only means to exec).
+# Those threads run on state copied mid-flight from the parent, and now and then one
+# dies with SIGSEGV (null read in cygrpc, thread "event_engine") before exec replaces
+# the child. uvloop spawns with fork() (libuv), so `pilothouse up`, whose in-process
+# apiserver serves gRPC while its supervisor starts the components, lost about one
+# component start in forty this way: "exited with code -11", empty log (measured:
+# 57 of 300 children of a busy uvloop+gRPC process; none with the handlers off). The
+# handlers exist for children that go on using gRPC without exec; no pilothouse
+# process does that, so they are turned off. gRPC reads the setting once, when it is
+# imported: it must be in the environment before ``import grpc``. This module is
+# imported before gRPC by `pilothouse up` and by the components that run on
+# ``run_event_loop``; the supervisor also puts the setting in the environment of
+# every component it starts (whatever their import order), and children inherit it.
+GRPC_FORK_SUPPORT_ENV = "GRPC_ENABLE_FORK_SUPPORT"
+
+
+def disable_grpc_fork_support() -> bool:
+    """Turn gRPC's fork handlers off for this process (unless the environment already
+    says otherwise) and for the processes it starts.
+
+    Returns False when gRPC was imported before the variable was set here: the
+    setting then reaches only the children (gRPC has read its configuration).
+    """
+    was_set = GRPC_FORK_SUPPORT_ENV in os.environ
+    os.environ.setdefault(GRPC_FORK_SUPPORT_ENV, "0")
+    return was_set or "grpc" not in sys.modules
+
+
+disable_grpc_fork_support()
+
+
+def enable_faulthandler() -> None:
+    """A fatal signal (SIGSEGV, SIGBUS, SIGABRT, ...) prints every thread's Python
+    stack on stderr — a component's log — before the process dies."""
+    if faulthandler.is_enabled() or sys.stderr is None:
+        return
+    # no usable stderr file descriptor: nowhere to write a stack to
+    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
+        faulthandler.enable()
 
 
 # Components hold many long-lived objects (caches of every object, informers) and
@@ -120,6 +173,7 @@ def shorten_switch_interval(seconds: float = SWITCH_INTERVAL) -> None:
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    enable_faulthandler()
     tune_gc()
     try:
         import uvloop

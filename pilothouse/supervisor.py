@@ -10,6 +10,12 @@ is ready, restarts one that dies (back-off 1 s doubling to 30 s, as a kubelet
 restarts a container), and stops them in reverse order on shutdown
 (``before_stop`` hook, SIGTERM, SIGKILL after a grace period, ``after_stop``
 hook — the hooks run even for a component that is down at that moment).
+
+Every component runs with ``PYTHONFAULTHANDLER=1`` (a crash leaves the Python
+stacks of its threads in its log) and with gRPC's fork handlers off
+(``GRPC_ENABLE_FORK_SUPPORT=0``, see ``pilothouse.loop``), unless the
+environment says otherwise. A component killed by a signal is reported as such
+(``describe_exit``): "was killed by SIGSEGV (signal 11: a crash)", not "code -11".
 """
 
 from __future__ import annotations
@@ -25,12 +31,32 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilothouse.loop import GRPC_FORK_SUPPORT_ENV
+
 log = logging.getLogger("pilothouse.supervisor")
 
 RESTART_BACKOFF_INITIAL = 1.0
 RESTART_BACKOFF_MAX = 30.0
 STOP_GRACE_SECONDS = 15.0
 NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
+# In every component's environment unless ``up``'s own environment or the spec sets them.
+COMPONENT_ENV_DEFAULTS = {"PYTHONFAULTHANDLER": "1", GRPC_FORK_SUPPORT_ENV: "0"}
+# Signals that mean the program crashed rather than was stopped.
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                           signal.SIGABRT})
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, from its return code (negative: killed by that signal)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    number = -returncode
+    try:
+        sig = signal.Signals(number)
+    except ValueError:
+        return f"was killed by signal {number}"
+    crash = ": a crash" if sig in CRASH_SIGNALS else ""
+    return f"was killed by {sig.name} (signal {number}{crash})"
 
 
 class ComponentFailed(RuntimeError):
@@ -62,12 +88,16 @@ class Component:
             argv = [NSENTER, f"--net={self.netns}", "--", *argv]
         return argv
 
+    def environment(self) -> dict[str, str]:
+        return {**COMPONENT_ENV_DEFAULTS, **os.environ, **self.env}
+
 
 @dataclass
 class _Running:
     spec: Component
     process: asyncio.subprocess.Process
     restarts: int = 0
+    log_offset: int = 0  # the size of its log when this process was started
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:
@@ -107,7 +137,22 @@ class Supervisor:
             return await asyncio.create_subprocess_exec(
                 *spec.argv(),
                 stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, **spec.env}, start_new_session=True)
+                env=spec.environment(), start_new_session=True)
+
+    def _log_size(self, name: str) -> int:
+        try:
+            return self.log_path(name).stat().st_size
+        except OSError:
+            return 0
+
+    def _ended(self, running: _Running) -> str:
+        """"kubelet was killed by SIGSEGV (...)", and whether it wrote to its log."""
+        code = running.process.returncode
+        assert code is not None
+        text = f"{running.spec.name} {describe_exit(code)}"
+        if self._log_size(running.spec.name) <= running.log_offset:
+            text += " before writing anything to its log"
+        return text
 
     async def start(self, spec: Component, *, attempts: int = 3) -> None:
         """Start ``spec`` and wait until it is ready; ComponentFailed otherwise.
@@ -117,17 +162,19 @@ class Supervisor:
         never becomes ready fails at once.
         """
         for attempt in range(1, attempts + 1):
+            offset = self._log_size(spec.name)
             process = await self._spawn(spec)
-            running = _Running(spec, process)
+            running = _Running(spec, process, log_offset=offset)
             try:
                 await self._wait_ready(running)
             except ComponentFailed:
                 if process.returncode is None or attempt == attempts:
                     await _terminate(process)
                     raise
-                log.warning("component exited while starting; starting it again",
+                log.warning(f"{self._ended(running)} while starting; starting it again "
+                            f"(attempt {attempt + 1} of {attempts})",
                             extra={"component": spec.name, "code": process.returncode,
-                                   "attempt": attempt})
+                                   "log": str(self.log_path(spec.name))})
                 continue
             self._running.append(running)
             return
@@ -138,9 +185,10 @@ class Supervisor:
         deadline = loop.time() + spec.ready_timeout
         while True:
             if running.process.returncode is not None:
-                raise ComponentFailed(
-                    f"{spec.name} exited with code {running.process.returncode}:\n"
-                    f"{tail(self.log_path(spec.name))}")
+                lines = tail(self.log_path(spec.name))
+                raise ComponentFailed(f"{self._ended(running)}; " + (
+                    f"{self.log_path(spec.name)} ends with:\n{lines}" if lines else
+                    f"{self.log_path(spec.name)} is empty"))
             with contextlib.suppress(Exception):
                 if await spec.ready():
                     return
@@ -167,13 +215,15 @@ class Supervisor:
                 if self._stopping:
                     return
                 delay = min(RESTART_BACKOFF_INITIAL * 2 ** running.restarts, RESTART_BACKOFF_MAX)
-                log.warning("component exited; restarting",
+                log.warning(f"{self._ended(running)}; restarting it",
                             extra={"component": running.spec.name,
-                                   "code": running.process.returncode, "in_seconds": delay})
+                                   "code": running.process.returncode, "in_seconds": delay,
+                                   "log": str(self.log_path(running.spec.name))})
                 await asyncio.sleep(delay)
                 if self._stopping:
                     return
                 running.restarts += 1
+                running.log_offset = self._log_size(running.spec.name)
                 running.process = await self._spawn(running.spec)
 
     async def stop(self) -> None:
