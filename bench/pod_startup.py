@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -114,6 +115,26 @@ def runtime_means(kubelet_url: str) -> dict[str, float]:
     return {op: round(1000 * sums[op] / counts[op], 1) for op in wanted if counts.get(op)}
 
 
+def apiserver_writes(api_http: str) -> dict[str, int]:
+    """Writes the apiserver has served so far (``apiserver_request_total``), by resource
+    (and subresource): creates, updates, patches and deletes."""
+    import httpx
+
+    text = httpx.get(f"{api_http}/metrics", timeout=10).text
+    writes: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("verb", "").upper() not in ("CREATE", "UPDATE", "PATCH", "DELETE",
+                                                   "POST", "PUT"):
+            continue
+        key = labels.get("resource", "?") + (f"/{labels['subresource']}"
+                                            if labels.get("subresource") else "")
+        writes[key] = writes.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return writes
+
+
 def runtime_calls(kubelet_url: str) -> dict[str, int]:
     """How many CRI calls of each kind the kubelet made (its own counter)."""
     import httpx
@@ -127,8 +148,8 @@ def runtime_calls(kubelet_url: str) -> dict[str, int]:
     return calls
 
 
-async def measure(api: str, pods: int, node: str, kubelet_pid: int,
-                  components: dict[str, int]) -> dict[str, Any]:
+async def measure(api: str, api_http: str, pods: int, node: str, kubelet_pid: int,
+                  components: dict[str, int], profile: Path | None = None) -> dict[str, Any]:
     client = connect(f"grpc://{api}")
     seen: dict[str, float] = {}
     started: dict[str, float] = {}
@@ -150,6 +171,8 @@ async def measure(api: str, pods: int, node: str, kubelet_pid: int,
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(0.2)  # the watch is open before the first create
 
+        writes_before = await asyncio.to_thread(apiserver_writes, api_http)
+        spies = start_profilers(profile, components) if profile is not None else []
         cpu_before = {name: cpu_seconds(pid) for name, pid in components.items()}
 
         async def create(i: int) -> None:
@@ -167,13 +190,50 @@ async def measure(api: str, pods: int, node: str, kubelet_pid: int,
         # (start-up excluded), per pod; the shim's zygote and supervisors not included
         cpu_ms_per_pod = {name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / pods, 1)
                           for name, pid in components.items()}
+        stop_profilers(spies)
+        # writes caused by the pod starts: those until every pod ran, and any that follow
+        # (a later status update) within a settling time of a few PLEG relists
+        await asyncio.sleep(SETTLE)
+        writes_after = await asyncio.to_thread(apiserver_writes, api_http)
+        writes = {k: round((v - writes_before.get(k, 0)) / pods, 2)
+                  for k, v in sorted(writes_after.items()) if v > writes_before.get(k, 0)}
+        writes.pop("pods", None)  # the bench's own creates
         latencies = [seen[n] - started[n] for n in started]
         return {"pods": pods, "p50_s": round(percentile(latencies, 50), 3),
                 "p99_s": round(percentile(latencies, 99), 3),
                 "max_s": round(max(latencies), 3),
-                "kubelet_rss_mib": round(rss / 2**20, 1), "cpu_ms_per_pod": cpu_ms_per_pod}
+                "kubelet_rss_mib": round(rss / 2**20, 1), "cpu_ms_per_pod": cpu_ms_per_pod,
+                "apiserver_writes_per_pod": writes}
     finally:
         await client.close()
+
+
+SETTLE = 3.0
+
+
+def start_profilers(directory: Path, components: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` of each component for the burst: collapsed stacks (``NAME.txt``,
+    one line per stack and its sample count, what flame graph tools read) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    if spy is None:
+        raise SystemExit("bench: --profile needs py-spy on PATH")
+    return [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "100",
+                              "--nonblocking", "--format", "raw",
+                              "--output", str(directory / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in components.items()]
+
+
+def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for spy in spies:
+        try:
+            spy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
 
 
 def cleanup_runtime(shim_root: Path, bridge: str, cgroup_parent: str) -> None:
@@ -249,6 +309,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 pods (under a minute)")
     parser.add_argument("--pods", type=int, default=None)
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy samples (collapsed stacks) of the kubelet, shim and "
+                        "apiserver during the burst, written to DIR")
     args = parser.parse_args()
     pods = args.pods or (20 if args.quick else 100)
     if os.geteuid() != 0:
@@ -288,12 +351,21 @@ def main() -> int:
             stdout=logs, stderr=logs)
         procs.append(kubelet)
         asyncio.run(wait_for_node(api, node, kubelet))
+        kubelet_url = f"http://127.0.0.1:{kubelet_port}"
+        calls_before = runtime_calls(kubelet_url)
         figures: dict[str, object] = dict(asyncio.run(measure(
-            api, pods, node, kubelet.pid,
-            {"apiserver": procs[0].pid, "runtime_shim": shim.pid, "kubelet": kubelet.pid})))
+            api, f"http://127.0.0.1:{http_port}", pods, node, kubelet.pid,
+            {"apiserver": procs[0].pid, "runtime_shim": shim.pid, "kubelet": kubelet.pid},
+            args.profile)))
         figures["backend"] = "process"
-        figures["cri_mean_ms"] = runtime_means(f"http://127.0.0.1:{kubelet_port}")
-        figures["cri_calls"] = runtime_calls(f"http://127.0.0.1:{kubelet_port}")
+        figures["cri_mean_ms"] = runtime_means(kubelet_url)
+        calls = runtime_calls(kubelet_url)
+        figures["cri_calls"] = calls
+        # CRI calls per pod during the burst and its settling time (start-up excluded)
+        per_pod = {op: round((n - calls_before.get(op, 0)) / pods, 2)
+                   for op, n in sorted(calls.items()) if n > calls_before.get(op, 0)}
+        per_pod["total"] = round(sum(per_pod.values()), 2)
+        figures["cri_calls_per_pod"] = per_pod
         figures["cpu_s"] = {"kubelet": round(cpu_seconds(kubelet.pid), 2),
                             "runtime_shim": round(cpu_seconds(shim.pid), 2),
                             "apiserver": round(cpu_seconds(procs[0].pid), 2)}

@@ -84,6 +84,9 @@ class Kubelet:
         self.pods = self.factory.informer_for(
             core_pb2.Pod, field_selector=f"spec.nodeName={self.node_name}")
         self.services = self.factory.informer_for(core_pb2.Service)
+        self.pleg = PLEG(self.runtime, clock=self.clock, period=config.pleg_relist_period,
+                         metrics=self.metrics, on_change=self._wake,
+                         on_relist=self._after_relist)
         self.syncer = PodSyncer(SyncDeps(
             config=config, client=self.client, runtime=self.runtime, clock=self.clock,
             probes=self.probes, volumes=self.volumes,
@@ -93,13 +96,11 @@ class Kubelet:
                                   maximum=config.backoff_max, reset_after=config.backoff_reset),
             metrics=self.metrics, event=self._event, node_ip=self.node_ip,
             services=lambda: self.services.list(),
-            node_allocatable=self._allocatable))
+            node_allocatable=self._allocatable, runtime_cache=self.pleg))
         self.workers = PodWorkers(self.syncer, clock=self.clock,
                                   resync_period=config.resync_period,
                                   runtime_has=lambda uid: uid in self.pleg.pods_with_sandboxes,
                                   concurrent_starts=config.concurrent_pod_starts)
-        self.pleg = PLEG(self.runtime, clock=self.clock, period=config.pleg_relist_period,
-                         metrics=self.metrics, on_change=self._wake)
         self.images = CRIImages(self.runtime)
         self.image_gc = ImageGCManager(
             runtime=self.images,
@@ -183,6 +184,17 @@ class Kubelet:
     def _wake(self, uid: str) -> None:
         if self.workers.state(uid) is not None:
             self.workers.wake(uid)
+
+    def _after_relist(self, changed: set[str]) -> None:
+        """Wake the workers whose runtime view this relist contradicts (a worker without
+        one reads the runtime anyway: woken when its pod changed). A change the worker
+        made itself, now seen by the relist, wakes nobody."""
+        for state in self.workers.states():
+            if state.runtime is None:
+                if state.uid in changed:
+                    self.workers.wake(state.uid)
+            elif not self.pleg.agrees(state.uid, state.runtime, state.runtime_epoch):
+                self.workers.wake(state.uid)
 
     # -- informer handlers (only hand over; never block) ------------------------------------
 

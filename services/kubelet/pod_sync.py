@@ -32,11 +32,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pilothouse.client import Client, copy_object
 from pilothouse.client.errors import ClientError, is_conflict, is_not_found
@@ -97,6 +98,11 @@ class PodState:
     rejection: admission.Rejection | None = None
     rejection_written: bool = False
     eviction: EvictionRequest | None = None  # set by the eviction manager
+    # The runtime as the last sync left it (what it read, plus what it created since),
+    # reused while the PLEG's relists agree with it; None: read the runtime next sync.
+    runtime: RuntimePod | None = None
+    runtime_epoch: int = 0  # RuntimeCache.epoch() when ``runtime`` was last brought up to date
+    sending_status: core_pb2.PodStatus | None = None  # a status write in flight
 
     @property
     def uid(self) -> str:
@@ -124,6 +130,19 @@ class PodState:
         return not self.finished and not self.terminal
 
 
+class RuntimeCache(Protocol):
+    """The kubelet's shared snapshot of the runtime (the PLEG's relists)."""
+
+    def epoch(self) -> int:
+        """How many relists have begun: a view taken now is as new as relist ``epoch()``."""
+        ...
+
+    def agrees(self, uid: str, rp: RuntimePod, epoch: int) -> bool:
+        """False when a relist begun after ``epoch`` shows pod ``uid``'s sandboxes or
+        containers (IDs and states) differently from ``rp``: read the runtime again."""
+        ...
+
+
 @dataclass
 class SyncDeps:
     config: KubeletConfig
@@ -140,6 +159,8 @@ class SyncDeps:
     services: Callable[[], list[core_pb2.Service]] = lambda: []
     node_allocatable: Callable[[], dict[str, str]] = lambda: {}
     on_pod_started: Callable[[PodState], None] = lambda state: None
+    # None: every sync reads the runtime (ListPodSandbox, ListContainers, statuses)
+    runtime_cache: RuntimeCache | None = None
 
 
 class PodSyncer:
@@ -167,6 +188,36 @@ class PodSyncer:
         crecs.sort(key=lambda c: (c.created_at, c.restart_count), reverse=True)
         return RuntimePod(uid, records, crecs)
 
+    async def _runtime_view(self, state: PodState) -> RuntimePod:
+        """The pod's sandboxes and containers for this sync: the view the last sync left if
+        the relists since agree with it, else read from the runtime. The sync keeps it up
+        to date with what it creates (``_note_change``) or drops it (``_invalidate``)."""
+        cache = self.d.runtime_cache
+        epoch = cache.epoch() if cache is not None else 0
+        if state.fresh:  # the runtime had nothing for this pod: no listing needed
+            state.fresh = False
+            rp = RuntimePod(state.uid)
+        elif state.runtime is not None and cache is not None and \
+                cache.agrees(state.uid, state.runtime, state.runtime_epoch):
+            return state.runtime
+        else:
+            rp = await self.inspect(state.uid)
+        state.runtime, state.runtime_epoch = rp, epoch
+        return rp
+
+    def _note_change(self, state: PodState) -> None:
+        """The sync has added what it just created to its view (read back from the runtime):
+        relists begun before now may not show it and are not held against the view. One
+        begun later that disagrees makes the worker read the runtime again — what the view
+        may lack (a container that exited meanwhile) is caught by the next relist."""
+        if self.d.runtime_cache is not None:
+            state.runtime_epoch = self.d.runtime_cache.epoch()
+
+    @staticmethod
+    def _invalidate(state: PodState) -> None:
+        """A runtime call whose effect the view does not hold: read the runtime next sync."""
+        state.runtime = None
+
     # -- the sync ----------------------------------------------------------------------------
 
     async def sync(self, state: PodState) -> float | None:
@@ -175,9 +226,7 @@ class PodSyncer:
         if state.rejection is not None:
             await self._sync_rejected(state)
             return None
-        # A pod the runtime has never seen needs no listing (saves two CRI calls per new pod).
-        rp = RuntimePod(state.uid) if state.fresh else await self.inspect(state.uid)
-        state.fresh = False
+        rp = await self._runtime_view(state)
         self._note_exits(state, rp)
         if state.deleting:
             await self.terminate(state, rp)
@@ -192,8 +241,9 @@ class PodSyncer:
         try:
             await self._refresh_sources(state)
             assert state.sources is not None
-            state.volume_paths = await asyncio.to_thread(self.d.volumes.setup, pod,
-                                                         state.sources)
+            # a pod without volumes has nothing to write: no thread hop for it
+            state.volume_paths = await asyncio.to_thread(
+                self.d.volumes.setup, pod, state.sources) if pod.spec.volumes else {}
         except (vol.VolumeError, OSError) as e:
             self.d.event(pod, "", "Warning", "FailedMount",
                          f"MountVolume.SetUp failed: {e}")
@@ -212,6 +262,7 @@ class PodSyncer:
                 await self._kill_container(state, c, self._spec(pod, c.name), MIN_GRACE,
                                            "pod sandbox is not ready")
             if rp.sandboxes:
+                self._invalidate(state)  # old sandboxes stopped (the new one is added)
                 self.d.event(pod, "", "Normal", "SandboxChanged",
                              "Pod sandbox changed, it will be killed and re-created.")
                 for sb in rp.sandboxes:
@@ -229,13 +280,15 @@ class PodSyncer:
                 return self.d.clock.monotonic() + FAILED_MOUNT_RETRY
             sb_status = await self.d.runtime.sandbox_status(sandbox_id)
             if sb_status is None or sb_status.state != cri.SANDBOX_READY:
+                self._invalidate(state)
                 return self.d.clock.monotonic() + FAILED_MOUNT_RETRY
             sandbox = SandboxRecord(sandbox_id, True, sb_status.created_at, attempt,
                                     sb_status.network.ip,
                                     [a.ip for a in sb_status.network.additional_ips])
             rp.sandboxes.insert(0, sandbox)
+            self._note_change(state)
         pod_ips = [sandbox.ip, *sandbox.additional_ips] if sandbox.ip else []
-        await asyncio.to_thread(self._write_hosts, pod, pod_ips)
+        self._write_hosts(pod, pod_ips)  # one small file (a thread hop costs more)
         sandbox_config = self._sandbox_config(pod, sandbox.attempt)
         changed = False
         # Init containers, then regular ones.
@@ -354,7 +407,7 @@ class PodSyncer:
 
     async def _create_sandbox(self, state: PodState, attempt: int) -> str:
         config = self._sandbox_config(state.pod, attempt)
-        await asyncio.to_thread(Path(config.log_directory).mkdir, parents=True, exist_ok=True)
+        os.makedirs(config.log_directory, exist_ok=True)
         resp = await self.d.runtime.call("RunPodSandbox", cri.RunPodSandboxRequest(
             config=config))
         return str(resp.pod_sandbox_id)
@@ -375,6 +428,7 @@ class PodSyncer:
                 if latest is None or not latest.running:
                     if latest is not None and latest.state == podstatus.CREATED:
                         await self._remove(latest)
+                        rp.containers.remove(latest)
                     changed |= await self._start(state, rp, spec, "sidecar", sandbox_id,
                                                  sandbox_config, pod_ips, wake)
                     return False, changed
@@ -392,6 +446,7 @@ class PodSyncer:
             if latest.running or latest.state == podstatus.CREATED:
                 if latest.state == podstatus.CREATED:
                     await self._remove(latest)
+                    rp.containers.remove(latest)
                     changed |= await self._start(state, rp, spec, "init", sandbox_id,
                                                  sandbox_config, pod_ips, wake)
                 return False, changed
@@ -439,6 +494,7 @@ class PodSyncer:
                 continue
             if latest.state == podstatus.CREATED:
                 await self._remove(latest)
+                rp.containers.remove(latest)
                 changed |= await self._start(state, rp, spec, "regular", sandbox_id,
                                              sandbox_config, pod_ips, wake)
                 continue
@@ -525,7 +581,7 @@ class PodSyncer:
             await self._remove(old)
             rp.containers.remove(old)
         log_dir = Path(sandbox_config.log_directory) / spec.name
-        await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+        os.makedirs(log_dir, exist_ok=True)
         try:
             resp = await self.d.runtime.call("CreateContainer", cri.CreateContainerRequest(
                 pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config))
@@ -544,8 +600,10 @@ class PodSyncer:
             self.d.event(pod, spec.name, "Warning", "Failed", f"Error: {e.message}")
             wake.append(clock.monotonic() + CONFIG_ERROR_RETRY)
             await self._add_record(rp, cid)
+            self._note_change(state)
             return True
         await self._add_record(rp, cid)
+        self._note_change(state)
         state.view.waiting.pop(spec.name, None)
         self.d.metrics.started_containers.labels(
             "init_container" if kind != "regular" else "container").inc()
@@ -582,6 +640,7 @@ class PodSyncer:
             return
         self.d.event(state.pod, spec.name, "Warning", "FailedPostStartHook",
                      f"PostStartHook failed: {message}")
+        self._invalidate(state)
         with contextlib.suppress(RuntimeError_):
             await self.d.runtime.call("StopContainer", cri.StopContainerRequest(
                 container_id=cid, timeout=MIN_GRACE))
@@ -699,6 +758,7 @@ class PodSyncer:
                 return status
             pod.metadata.name = state.mirror_name
             pod.metadata.uid = ""
+        state.sending_status = status  # its echo from the watch needs no sync
         try:
             await self.d.client.update_status(pod)
         except ClientError as e:
@@ -710,6 +770,8 @@ class PodSyncer:
                 return status  # retried on the next sync
             log.warning("pod %s: status update failed: %s", state.key, e)
             return status
+        finally:
+            state.sending_status = None
         state.last_status = status
         return status
 
@@ -735,6 +797,7 @@ class PodSyncer:
                               message: str) -> None:
         """preStop, then StopContainer with what remains of ``grace`` (the pod's by default)."""
         pod = state.pod
+        self._invalidate(state)
         if grace is None:
             grace = cri_config.grace_period(pod)
             if spec is not None:
@@ -768,6 +831,7 @@ class PodSyncer:
         """Stop every container (regular ones together, then sidecars in reverse), then the
         sandboxes."""
         pod = state.pod
+        self._invalidate(state)
         sidecars = [c.name for c in pod.spec.initContainers if podstatus.is_sidecar(c)]
         running = rp.running()
         first = [c for c in running if c.name not in sidecars]
@@ -873,6 +937,7 @@ class PodSyncer:
 
     async def cleanup(self, state: PodState, rp: RuntimePod | None = None) -> None:
         """Remove the pod's sandboxes (and containers), volumes and back-off entries."""
+        self._invalidate(state)
         if rp is None:
             rp = await self.inspect(state.uid)
         for sb in rp.sandboxes:

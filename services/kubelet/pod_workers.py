@@ -10,8 +10,17 @@ Kubernetes' pod workers). A failing sync is logged and retried after a
 short delay: one pod's trouble never stops another's.
 
 ``PLEG`` (pod lifecycle event generator) relists the runtime's sandboxes and
-containers every ``period`` and wakes the workers of pods whose runtime
-state changed (``kubelet_pleg_relist_duration_seconds``).
+containers every ``period`` (``kubelet_pleg_relist_duration_seconds``). It is
+the kubelet's one shared snapshot of the runtime: a worker keeps the runtime
+view its last sync ended with (``PodState.runtime``, what it read plus what it
+started) and reuses it while the relists agree with it, so a sync woken by a
+pod update or a probe makes no CRI call. A relist begun after the view was
+taken that shows the pod differently (sandbox or container IDs and states)
+wakes the worker, which then reads the runtime again (``RuntimeCache``): a
+view is never more than one relist out of date, as with Kubernetes' pod cache.
+
+Updates that only echo the status the worker itself wrote wake nobody: the
+status is already what the runtime says.
 """
 
 from __future__ import annotations
@@ -27,10 +36,12 @@ from dataclasses import dataclass, field
 from pilothouse.client.clock import AsyncClock
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.k8s.core.v1 import core_pb2
+from pilothouse.gen.k8s.meta.v1 import meta_pb2
 from pilothouse.services.kubelet import runtime as rt
 from pilothouse.services.kubelet.admission import Rejection
 from pilothouse.services.kubelet.metrics import KubeletMetrics
 from pilothouse.services.kubelet.pod_sync import EvictionRequest, PodState, PodSyncer
+from pilothouse.services.kubelet.podstatus import RuntimePod
 from pilothouse.services.kubelet.runtime import RuntimeClient, RuntimeError_
 
 log = logging.getLogger("pilothouse.kubelet.workers")
@@ -82,9 +93,12 @@ class PodWorkers:
             self.workers[uid] = w
             w.task = asyncio.create_task(self._run(w), name=f"pod-worker:{state.key}")
         else:
+            old = w.state.pod
             w.state.pod = pod
             if static:
                 w.state.mirror_name = mirror_name
+            elif status_echo(old, pod, w.state):
+                return  # our own status write coming back: nothing to do
         w.wake.set()
 
     def set_mirror(self, uid: str, mirror_name: str) -> None:
@@ -143,6 +157,7 @@ class PodWorkers:
                 raise
             except Exception:
                 self.sync_errors += 1
+                state.runtime = None  # the sync stopped half-way: read the runtime again
                 log.exception("pod %s: sync failed; retrying", state.key)
                 next_wake = self.clock.monotonic() + SYNC_ERROR_RETRY
             w.syncs += 1
@@ -180,30 +195,76 @@ class PodWorkers:
         await asyncio.sleep(0)
 
 
+def status_echo(old: core_pb2.Pod, new: core_pb2.Pod, state: PodState) -> bool:
+    """Is ``new`` only ``old`` with the status this worker wrote (or is writing)?"""
+    written = state.sending_status or state.last_status
+    if written is None or new.status != written:
+        return False
+    if new.spec != old.spec:
+        return False
+    a, b = meta_pb2.ObjectMeta(), meta_pb2.ObjectMeta()
+    a.CopyFrom(old.metadata)
+    b.CopyFrom(new.metadata)
+    for meta in (a, b):
+        meta.resourceVersion = ""
+        meta.ClearField("managedFields")
+    return a == b
+
+
 @dataclass
 class _Seen:
+    """One pod's sandboxes and containers as a relist shows them: IDs and states."""
+
     sandboxes: dict[str, int] = field(default_factory=dict)  # id -> state
     containers: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, rp: RuntimePod) -> _Seen:
+        return cls({sb.id: cri.SANDBOX_READY if sb.ready else cri.SANDBOX_NOTREADY
+                    for sb in rp.sandboxes}, {c.id: c.state for c in rp.containers})
+
+
+_NOTHING = _Seen()
+
 
 class PLEG:
-    """Relists the runtime and wakes the pods whose sandboxes or containers changed."""
+    """Relists the runtime and wakes the pods whose sandboxes or containers changed; the
+    shared snapshot pod workers check their runtime views against (``RuntimeCache``)."""
 
     def __init__(self, runtime: RuntimeClient, *, clock: AsyncClock, period: float,
-                 metrics: KubeletMetrics, on_change: Callable[[str], None]) -> None:
+                 metrics: KubeletMetrics, on_change: Callable[[str], None],
+                 on_relist: Callable[[set[str]], None] | None = None) -> None:
         self.runtime = runtime
         self.clock = clock
         self.period = period
         self.metrics = metrics
         self.on_change = on_change
+        # called after each relist with the changed UIDs instead of ``on_change`` per UID
+        self.on_relist = on_relist
         self._seen: dict[str, _Seen] = {}  # pod uid -> last relist
         self.relists = 0
         self.last_relist: float = -math.inf
         self.pods_with_sandboxes: set[str] = set()
+        self._begun = 0  # relists begun (the epoch a worker's runtime view is taken at)
+        self._snapshot = 0  # which of them ``_seen`` comes from (0: none yet)
+
+    # -- RuntimeCache ----------------------------------------------------------------------
+
+    def epoch(self) -> int:
+        return self._begun
+
+    def agrees(self, uid: str, rp: RuntimePod, epoch: int) -> bool:
+        if self._snapshot <= epoch:
+            return True  # no relist begun after the view was taken has finished
+        return _Seen.of(rp) == self._seen.get(uid, _NOTHING)
+
+    # -- relisting -------------------------------------------------------------------------
 
     async def relist(self) -> set[str]:
         """One relist; the pod UIDs that changed."""
         start = time.perf_counter()
+        self._begun += 1
+        seq = self._begun
         sandboxes = await self.runtime.pod_sandboxes()
         containers = await self.runtime.containers()
         now: dict[str, _Seen] = {}
@@ -217,6 +278,7 @@ class PLEG:
         changed = {uid for uid in set(now) | set(self._seen)
                    if now.get(uid) != self._seen.get(uid)}
         self._seen = now
+        self._snapshot = seq
         self.pods_with_sandboxes = set(now)
         running_pods = sum(1 for s in now.values()
                            if any(v == cri.SANDBOX_READY for v in s.sandboxes.values()))
@@ -231,8 +293,11 @@ class PLEG:
         self.metrics.pleg_relist_duration.observe(time.perf_counter() - start)
         self.relists += 1
         self.last_relist = self.clock.monotonic()
-        for uid in changed:
-            self.on_change(uid)
+        if self.on_relist is not None:
+            self.on_relist(changed)
+        else:
+            for uid in changed:
+                self.on_change(uid)
         return changed
 
     async def run(self) -> None:

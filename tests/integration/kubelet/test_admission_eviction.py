@@ -152,4 +152,5 @@ async def test_memory_pressure_sets_the_node_condition_and_evicts_a_pod(node: No
         assert (late.status.reason, late.status.message) == (
             "Evicted", "Pod was rejected: The node had condition: [MemoryPressure]. ")
     finally:
+        await node.stop_kubelet()  # its eviction manager uses ``runtime`` until it stops
         await runtime.close()
