@@ -411,7 +411,7 @@ class Scheduler:
         if sched is not None:
             attempt.evaluated_nodes = sched.evaluated_nodes
             attempt.feasible_nodes = sched.feasible_nodes
-            attempt.node_to_status = dict(sched.node_to_status)
+            attempt.node_to_status = sched.node_to_status  # fresh per cycle: no copy
             attempt.scored_nodes = sched.scored_nodes
             attempt.totals = sched.totals
             attempt.score_records = sched.score_records
