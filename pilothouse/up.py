@@ -633,7 +633,9 @@ async def _up(args: argparse.Namespace) -> int:
                  "--runtime-endpoint", endpoints[0], "--apiserver", grpc_url,
                  "--root-dir", str(data_dir / "kubelet"), "--address", host,
                  "--node-ip", host, "--port", str(port),
-                 "--pod-manifest-path", str(data_dir / "manifests")],
+                 "--pod-manifest-path", str(data_dir / "manifests"),
+                 # containerd's own CRI has pod stats only for pods given a cgroup parent
+                 *(["--cgroup-root", "/"] if args.runtime == "containerd-cri" else [])],
                 ready=_all_ready(_http_ready(f"http://{host}:{port}/healthz"),
                                  _node_ready(apiserver.url, node_name))))
             progress.done(t, f"http://{host}:{port}/healthz")

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
+from pilothouse.loop import run_event_loop
 from pilothouse.runtime_shim.backend import RuntimeBackend
 
 DEFAULT_LISTEN = "unix:///run/pilothouse/cri.sock"
@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"pilothouse runtime-shim: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(backend, args.listen, args.streaming_address))
+        # uvloop where installed: its scheduling is several times cheaper than the standard
+        # loop's, and a burst of pod starts is thousands of short RPCs and pipe reads
+        run_event_loop(serve(backend, args.listen, args.streaming_address))
     except OSError as err:
         print(f"pilothouse runtime-shim: {err}", file=sys.stderr)
         return 1

@@ -50,7 +50,14 @@ async def run(*argv: str, stdin: bytes | None = None) -> str:
 
 
 def link_exists(name: str) -> bool:
-    return os.path.exists(f"/sys/class/net/{name}")
+    """Is there a link ``name`` in this process's network namespace? Asked of the kernel
+    (``if_nametoindex``), not /sys/class/net: sysfs shows the namespace it was mounted in,
+    the host's when the shim runs under ``nsenter --net`` (``up --nodes``)."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def _prepare_ns_file(path: str) -> None:

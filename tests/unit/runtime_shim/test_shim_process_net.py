@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pilothouse.runtime_shim.process import linux, netlink
-from pilothouse.runtime_shim.process.network import Ipam, NetworkError
+from pilothouse.runtime_shim.process.network import Ipam, NetworkError, link_exists
 
 
 def test_ipam_hands_out_distinct_addresses_never_the_gateway(tmp_path: Path) -> None:
@@ -114,3 +114,18 @@ def test_rtnetlink_wires_a_veth_pair_address_and_default_route() -> None:
     assert "UP" in out["flags"].split(">")[0]  # created up
     assert out["again"][0] == errno.EEXIST and "add veth vtest0" in out["again"][1]
     assert out["after"] == ["lo"]
+
+
+def test_link_exists_asks_the_callers_namespace_not_sysfs() -> None:
+    """Under ``nsenter --net`` (a namespace entered without remounting /sys) sysfs still
+    lists the host's links; the shim must see only its own namespace's."""
+    name = f"phlx{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        assert link_exists(name)
+        out = in_new_netns(lambda: {"lo": link_exists("lo"), "host": link_exists(name),
+                                    "sysfs": os.path.exists(f"/sys/class/net/{name}"),
+                                    "missing": link_exists("phlx-none")})
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False)
+    assert out == {"lo": True, "host": False, "sysfs": True, "missing": False}
