@@ -49,15 +49,18 @@ def disable_grpc_fork_support() -> bool:
     """Turn gRPC's fork handlers off for this process (unless the environment already
     says otherwise) and for the processes it starts.
 
-    Returns False when gRPC was imported before the variable was set here: the
-    setting then reaches only the children (gRPC has read its configuration).
+    Returns False when gRPC had been imported before and the variable was not in
+    the environment: the setting then reaches only the children (this process's
+    gRPC has read its configuration already).
     """
-    was_set = GRPC_FORK_SUPPORT_ENV in os.environ
+    in_time = GRPC_FORK_SUPPORT_ENV in os.environ or "grpc" not in sys.modules
     os.environ.setdefault(GRPC_FORK_SUPPORT_ENV, "0")
-    return was_set or "grpc" not in sys.modules
+    return in_time
 
 
-disable_grpc_fork_support()
+# Whether this process's gRPC got the setting (see above): done when this module is
+# first imported, which must come before ``import grpc``.
+GRPC_FORK_SETTING_IN_TIME = disable_grpc_fork_support()
 
 
 def enable_faulthandler() -> None:

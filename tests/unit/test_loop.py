@@ -104,12 +104,15 @@ def test_children_spawned_through_uvloop_beside_live_grpc_all_survive() -> None:
                                     "pilothouse.services.scheduler.server",
                                     "pilothouse.services.controllers.manager",
                                     "pilothouse.services.apiserver.server",
+                                    "pilothouse.runtime_shim.cli",
                                     "pilothouse.fake_nodes"])
-def test_components_on_run_event_loop_set_it_before_grpc_reads_it(module: str) -> None:
+def test_components_set_it_before_grpc_reads_it(module: str) -> None:
+    """Each `pilothouse COMMAND` module imports pilothouse.loop before gRPC (gRPC may
+    come later, when the command runs)."""
     code = textwrap.dedent(f"""
-        import {module}, sys
+        import {module}
         import pilothouse.loop as loop
-        assert loop.disable_grpc_fork_support(), "gRPC was imported before pilothouse.loop"
+        assert loop.GRPC_FORK_SETTING_IN_TIME, "gRPC was imported before pilothouse.loop"
         print("ok")
     """)
     env = {k: v for k, v in os.environ.items() if k != loop.GRPC_FORK_SUPPORT_ENV}
@@ -121,11 +124,12 @@ def test_components_on_run_event_loop_set_it_before_grpc_reads_it(module: str) -
 
 def test_the_setting_is_only_a_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(loop.GRPC_FORK_SUPPORT_ENV, "1")
-    assert loop.disable_grpc_fork_support()
+    assert loop.disable_grpc_fork_support()  # the environment decided, before any import
     assert os.environ[loop.GRPC_FORK_SUPPORT_ENV] == "1"
     monkeypatch.delenv(loop.GRPC_FORK_SUPPORT_ENV)
-    loop.disable_grpc_fork_support()
-    assert os.environ[loop.GRPC_FORK_SUPPORT_ENV] == "0"
+    import grpc  # noqa: F401  (if no earlier test did)
+    assert not loop.disable_grpc_fork_support()  # too late for this process...
+    assert os.environ[loop.GRPC_FORK_SUPPORT_ENV] == "0"  # ...not for its children
 
 
 def test_a_crash_under_run_event_loop_leaves_the_python_stack() -> None:
