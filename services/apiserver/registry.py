@@ -58,6 +58,9 @@ from pilothouse.storage.interface import (
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAX_CONFLICT_RETRIES = 20
+# How long a consistent list waits for the watch cache to catch up with the
+# latest write before it reads storage instead (Kubernetes waits 3 s too).
+CONSISTENT_LIST_WAIT = 3.0
 # Subresources whose handlers make the change themselves with their own checks
 # (pods/binding sets spec.nodeName, which a pod update may not change).
 SERVER_SUBRESOURCES = ("binding",)
@@ -135,6 +138,24 @@ class Registry:
     def __post_init__(self) -> None:
         self.ctx = StrategyContext(now=self.now, allocators=self.allocators)
         self._by_resource: dict[tuple[str, str], ResourceStore] = {}
+        # Per storage prefix: the revision of the newest acknowledged write, and how
+        # many writes are under way (sent to storage, not yet answered). Every write
+        # of every store goes through ResourceStore._noted, which keeps both.
+        self._written: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
+
+    def note_write(self, prefix: str, revision: int) -> None:
+        """Record an acknowledged write under ``prefix``."""
+        if revision > self._written.get(prefix, 0):
+            self._written[prefix] = revision
+
+    def written(self, prefix: str) -> int:
+        """The revision of the newest acknowledged write under ``prefix`` (0: none)."""
+        return self._written.get(prefix, 0)
+
+    def in_flight(self, prefix: str) -> int:
+        """Writes under ``prefix`` sent to storage and not yet answered."""
+        return self._in_flight.get(prefix, 0)
 
     async def start(self) -> None:
         """Start a watch cache for every kind (concurrently) and the system namespaces."""
@@ -312,6 +333,18 @@ class ResourceStore:
             if rv:
                 meta.resourceVersion = rv
 
+    async def _noted(self, write: Awaitable[KeyValue]) -> KeyValue:
+        """A storage write, counted in flight until answered and recorded with the
+        registry once acknowledged (for consistent lists from the cache)."""
+        prefix, in_flight = self.cache.prefix, self.registry._in_flight
+        in_flight[prefix] = in_flight.get(prefix, 0) + 1
+        try:
+            kv = await write
+        finally:
+            in_flight[prefix] -= 1
+        self.registry.note_write(prefix, kv.mod_revision)
+        return kv
+
     def _invalid(self, name: str, causes: list[Cause]) -> StatusError:
         return errors.invalid(self.kind.kind, name, causes, self.kind.group)
 
@@ -351,7 +384,8 @@ class ResourceStore:
         """List with Kubernetes' resourceVersion semantics.
 
         - RV "0" (any): from the watch cache, unpaged (as Kubernetes does).
-        - RV unset: a consistent read of storage at its current revision.
+        - RV unset: a consistent read: from the watch cache once it holds every
+          acknowledged write (unpaged), otherwise storage at its current revision.
         - RV N with match NotOlderThan (default): the cache when it has reached N.
         - RV N with match Exact, or a continue token: storage at that revision.
         """
@@ -375,6 +409,10 @@ class ResourceStore:
         ):
             items = self.cache.list(namespace, matches)
             return ListResult(items, max(self.cache.revision, rv or 0))
+        if rv is None and not continue_token and not limit:
+            found = await self._consistent_list_from_cache(namespace, matches)
+            if found is not None:
+                return found
         start_after = ""
         read_rv = 0
         if continue_token:
@@ -396,6 +434,35 @@ class ResourceStore:
         except FutureRevisionError:
             raise errors.timeout(f"Too large resource version: {read_rv}, current: "
                                  f"{await self.storage.current_revision()}") from None
+
+    async def _consistent_list_from_cache(self, namespace: str,
+                                          matches: Matcher | None) -> ListResult | None:
+        """A consistent list served from the cache, as Kubernetes' ConsistentListFromCache
+        does (None: read storage instead).
+
+        The apiserver is its store's only writer and every write goes through
+        ``_noted``, so once the cache has applied the newest acknowledged write under
+        its prefix, it holds every write a client could have seen answered. Its
+        resourceVersion: storage's current revision when no write under the prefix
+        is under way (the state at that revision is the cache's: nothing under the
+        prefix changed since the cache's own revision); otherwise the cache's own
+        revision, whose state the cache holds exactly, so a watch from it misses
+        nothing.
+        """
+        prefix = self.cache.prefix
+        if not await self.cache.wait_for_revision(self.registry.written(prefix),
+                                                  CONSISTENT_LIST_WAIT):
+            return None
+        current = await self.storage.current_revision()
+        # From here on nothing awaits: the checks and the items are one snapshot.
+        if self.registry.in_flight(prefix) == 0 and \
+                self.cache.revision >= self.registry.written(prefix):
+            revision = max(self.cache.revision, current)
+        elif self.cache.revision > 0:
+            revision = self.cache.revision
+        else:
+            return None  # "0" would mean "any": storage answers with a real revision
+        return ListResult(self.cache.list(namespace, matches), revision)
 
     async def _list_storage(self, prefix: str, matches: Matcher | None, limit: int, rv: int,
                             start_after: str) -> ListResult:
@@ -478,8 +545,8 @@ class ResourceStore:
             if dry_run:
                 return obj
             try:
-                kv = await self.storage.create(self.key(namespace, meta.name),
-                                               self._encode(obj))
+                kv = await self._noted(self.storage.create(self.key(namespace, meta.name),
+                                                           self._encode(obj)))
             except KeyExistsError:
                 raise errors.already_exists(self.resource, meta.name,
                                             self.kind.group) from None
@@ -641,7 +708,8 @@ class ResourceStore:
             not meta.deletionGracePeriodSeconds
         ) and not self._spec_finalizers(new):
             try:
-                gone = await self.storage.delete(kv.key, expected_revision=kv.mod_revision)
+                gone = await self._noted(
+                    self.storage.delete(kv.key, expected_revision=kv.mod_revision))
             except ConflictError:
                 return None
             except KeyNotFoundError:
@@ -653,7 +721,8 @@ class ResourceStore:
         if value == kv.value:
             return new  # nothing changed: no write, resourceVersion stays
         try:
-            updated = await self.storage.update(kv.key, value, expected_revision=kv.mod_revision)
+            updated = await self._noted(
+                self.storage.update(kv.key, value, expected_revision=kv.mod_revision))
         except ConflictError:
             return None
         except KeyNotFoundError:
@@ -714,8 +783,8 @@ class ResourceStore:
                     if not changed or options.dry_run:
                         return obj, False
                     try:
-                        updated = await self.storage.update(key, self._encode(obj),
-                                                            expected_revision=kv.mod_revision)
+                        updated = await self._noted(self.storage.update(
+                            key, self._encode(obj), expected_revision=kv.mod_revision))
                     except ConflictError:
                         continue
                     meta.resourceVersion = str(updated.mod_revision)
@@ -723,7 +792,8 @@ class ResourceStore:
             if options.dry_run:
                 return obj, True
             try:
-                gone = await self.storage.delete(key, expected_revision=kv.mod_revision)
+                gone = await self._noted(
+                    self.storage.delete(key, expected_revision=kv.mod_revision))
             except ConflictError:
                 continue
             except KeyNotFoundError:

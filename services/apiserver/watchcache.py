@@ -245,7 +245,8 @@ class WatchCache:
         self.watchers_by_ns: dict[str, set[Watcher]] = collections.defaultdict(set)
         self.watchers_by_node: dict[str, set[Watcher]] = collections.defaultdict(set)
         self.ready = asyncio.Event()
-        self._revision_changed = asyncio.Condition()
+        # (revision, future): resolved once the cache has applied that revision.
+        self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -263,6 +264,10 @@ class WatchCache:
         for watchers in list(self.watchers_by_ns.values()) + list(self.watchers_by_node.values()):
             for w in list(watchers):
                 w.close()
+        for _, waiter in self._revision_waiters:
+            if not waiter.done():
+                waiter.cancel()
+        self._revision_waiters.clear()
 
     async def _load(self) -> None:
         self.objects.clear()
@@ -283,6 +288,7 @@ class WatchCache:
         self.floor = revision
         self.events.clear()
         self.ready.set()
+        self._wake_revision_waiters()
 
     async def _follow(self) -> None:
         while True:
@@ -323,6 +329,7 @@ class WatchCache:
         if type_ is EventType.DELETE:
             if prev is None:
                 self.revision = kv.mod_revision
+                self._wake_revision_waiters()
                 return
             del self.objects[kv.key]
             self.by_namespace[prev.namespace].pop(kv.key, None)
@@ -333,6 +340,7 @@ class WatchCache:
             cached = self._decode(kv)
             if cached is None:
                 self.revision = kv.mod_revision
+                self._wake_revision_waiters()
                 return
             self._store(cached)
             event = CacheEvent("MODIFIED" if prev is not None else "ADDED", cached, prev,
@@ -342,6 +350,7 @@ class WatchCache:
         self.events.append(event)
         self.revision = kv.mod_revision
         self._dispatch(event)
+        self._wake_revision_waiters()
 
     def _dispatch(self, event: CacheEvent) -> None:
         ns = event.obj.namespace
@@ -362,6 +371,34 @@ class WatchCache:
         for group in (*self.watchers_by_ns.values(), *self.watchers_by_node.values()):
             seen |= group
         return seen
+
+    def _wake_revision_waiters(self) -> None:
+        if not self._revision_waiters:
+            return
+        waiting = []
+        for rv, waiter in self._revision_waiters:
+            if rv <= self.revision:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append((rv, waiter))
+        self._revision_waiters = waiting
+
+    async def wait_for_revision(self, revision: int, within: float) -> bool:
+        """Wait until the cache has applied ``revision`` (an event of this resource
+        at that revision, or a later one); False if ``within`` seconds pass first."""
+        if self.revision >= revision:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._revision_waiters.append((revision, waiter))
+        try:
+            await asyncio.wait_for(waiter, within)
+        except TimeoutError:
+            return False
+        finally:
+            self._revision_waiters = [(r, w) for r, w in self._revision_waiters
+                                      if w is not waiter]
+        return True
 
     # -- reads ---------------------------------------------------------------
 
