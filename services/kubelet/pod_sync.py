@@ -103,6 +103,7 @@ class PodState:
     runtime: RuntimePod | None = None
     runtime_epoch: int = 0  # RuntimeCache.epoch() when ``runtime`` was last brought up to date
     sending_status: core_pb2.PodStatus | None = None  # a status write in flight
+    hosts_written: list[str] | None = None  # the pod IPs its /etc/hosts was written with
 
     @property
     def uid(self) -> str:
@@ -288,7 +289,9 @@ class PodSyncer:
             rp.sandboxes.insert(0, sandbox)
             self._note_change(state)
         pod_ips = [sandbox.ip, *sandbox.additional_ips] if sandbox.ip else []
-        self._write_hosts(pod, pod_ips)  # one small file (a thread hop costs more)
+        if state.hosts_written != pod_ips:
+            await asyncio.to_thread(self._write_hosts, pod, pod_ips)
+            state.hosts_written = pod_ips
         sandbox_config = self._sandbox_config(pod, sandbox.attempt)
         changed = False
         # Init containers, then regular ones.
@@ -405,9 +408,17 @@ class PodSyncer:
             cluster_domain=self.d.config.cluster_domain,
             cgroup_parent=cgroups.pod_cgroup(self.d.config.cgroup_root, pod))
 
+    def _make_dirs(self, pod: core_pb2.Pod, log_directory: str) -> None:
+        containers = self.d.volumes.pod_dir(pod.metadata.uid) / "containers"
+        for c in list(pod.spec.initContainers) + list(pod.spec.containers):
+            os.makedirs(os.path.join(log_directory, c.name), exist_ok=True)
+            os.makedirs(containers / c.name, exist_ok=True)
+
     async def _create_sandbox(self, state: PodState, attempt: int) -> str:
         config = self._sandbox_config(state.pod, attempt)
-        os.makedirs(config.log_directory, exist_ok=True)
+        # every directory the pod's containers need, in one thread hop (a directory made
+        # on a busy disk blocks for a while; the loop should not)
+        await asyncio.to_thread(self._make_dirs, state.pod, config.log_directory)
         resp = await self.d.runtime.call("RunPodSandbox", cri.RunPodSandboxRequest(
             config=config))
         return str(resp.pod_sandbox_id)
@@ -581,7 +592,7 @@ class PodSyncer:
             await self._remove(old)
             rp.containers.remove(old)
         log_dir = Path(sandbox_config.log_directory) / spec.name
-        os.makedirs(log_dir, exist_ok=True)
+        os.makedirs(log_dir, exist_ok=True)  # made with the sandbox: exists (quick)
         try:
             resp = await self.d.runtime.call("CreateContainer", cri.CreateContainerRequest(
                 pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config))
@@ -744,7 +755,8 @@ class PodSyncer:
         """Compute the status; write it when it changed. The status (None if the pod is gone)."""
         status = podstatus.generate(state.pod, rp, state.view,
                                     runtime_name=self.d.runtime.runtime_name or "cri",
-                                    host_ip=self.d.node_ip, now=self.d.clock.now())
+                                    host_ip=self.d.node_ip, now=self.d.clock.now(),
+                                    written=state.last_status)
         if state.last_status is not None and podstatus.status_equal(state.last_status, status):
             return status
         if state.gone:

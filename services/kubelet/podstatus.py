@@ -317,9 +317,15 @@ def _condition(type_: str, ok: bool, reason: str = "", message: str = ""
 
 
 def generate(pod: core_pb2.Pod, rp: RuntimePod, view: WorkerView, *, runtime_name: str,
-             host_ip: str, now: datetime) -> core_pb2.PodStatus:
-    """The PodStatus for ``pod`` given the runtime's view and the worker's knowledge."""
+             host_ip: str, now: datetime,
+             written: core_pb2.PodStatus | None = None) -> core_pb2.PodStatus:
+    """The PodStatus for ``pod`` given the runtime's view and the worker's knowledge.
+
+    ``written``: the status this kubelet last wrote, newer than ``pod.status`` until its
+    write comes back through the watch; the kubelet's own conditions and startTime carry
+    on from it (a sync in between would otherwise move their times)."""
     old = pod.status
+    own = written if written is not None else old
     status = core_pb2.PodStatus()
     status.hostIP = host_ip
     status.hostIPs.add(ip=host_ip)
@@ -337,6 +343,8 @@ def generate(pod: core_pb2.Pod, rp: RuntimePod, view: WorkerView, *, runtime_nam
         status.podIPs.add(ip=host_ip)
     if old.HasField("startTime"):
         status.startTime.CopyFrom(old.startTime)
+    elif own.HasField("startTime"):
+        status.startTime.CopyFrom(own.startTime)
     else:
         status.startTime.CopyFrom(time_to_proto(now))
     status.qosClass = qos_class(pod)
@@ -387,7 +395,7 @@ def generate(pod: core_pb2.Pod, rp: RuntimePod, view: WorkerView, *, runtime_nam
         conds.append(_condition("DisruptionTarget", True))
         conds[-1].reason = view.disruption_reason
         conds[-1].message = view.terminal_message
-    old_conds = {c.type: c for c in old.conditions}
+    old_conds = {c.type: c for c in own.conditions}
     for c in old.conditions:  # conditions others own (PodScheduled, readiness gates, ...)
         if c.type not in KUBELET_CONDITIONS and not (view.disruption_reason and
                                                      c.type == "DisruptionTarget"):

@@ -230,3 +230,22 @@ def test_last_state_and_restart_count_of_a_restarted_container() -> None:
     assert cs.lastState.terminated.exitCode == 137
     assert cs.lastState.terminated.containerID == "rt://a-0"
     assert cs.containerID == "rt://a-1"
+
+
+def test_a_sync_before_the_write_comes_back_keeps_its_times() -> None:
+    """The kubelet's own conditions and startTime carry on from the status it last wrote
+    while the watch still shows the older one: the same runtime, the same status (no
+    second write with moved transition times)."""
+    pod = core_pb2.Pod()
+    pod.spec.containers.add(name="a", image="busybox")
+    rp = podstatus.RuntimePod("u", [podstatus.SandboxRecord("s", True, 1, ip="10.0.0.1")],
+                              [record("a", R)])
+    first = podstatus.generate(pod, rp, podstatus.WorkerView(), runtime_name="rt",
+                               host_ip="h", now=datetime(2024, 1, 1, tzinfo=UTC))
+    later = datetime(2024, 1, 1, 0, 0, 3, tzinfo=UTC)
+    again = podstatus.generate(pod, rp, podstatus.WorkerView(), runtime_name="rt",
+                               host_ip="h", now=later, written=first)
+    assert podstatus.status_equal(first, again)
+    moved = podstatus.generate(pod, rp, podstatus.WorkerView(), runtime_name="rt",
+                               host_ip="h", now=later)  # what happened before
+    assert not podstatus.status_equal(first, moved)
