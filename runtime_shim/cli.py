@@ -16,6 +16,7 @@ from pilothouse.runtime_shim.backend import RuntimeBackend
 
 DEFAULT_LISTEN = "unix:///run/pilothouse/cri.sock"
 DEFAULT_ROOT = Path("/var/lib/pilothouse/runtime-shim")
+DEFAULT_NETNS_POOL = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streaming-address", default="127.0.0.1:0",
                         help="HOST:PORT of the streaming server behind Exec, Attach and "
                         "PortForward (port 0: any free port)")
+    parser.add_argument("--netns-pool", type=int, default=DEFAULT_NETNS_POOL, metavar="N",
+                        help="process: network namespaces kept ready (wired to the bridge), "
+                        "so a new sandbox does not wait for one (0: none)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -45,8 +49,10 @@ def make_backend(args: argparse.Namespace) -> RuntimeBackend:
     if args.backend == "process":
         from pilothouse.runtime_shim.process.backend import ProcessBackend
 
+        if args.netns_pool < 0:
+            raise ValueError(f"--netns-pool must be 0 or more, not {args.netns_pool}")
         return ProcessBackend(root=args.root, bridge=args.bridge, pod_cidr=args.pod_cidr,
-                              cgroup_parent=args.cgroup_parent)
+                              cgroup_parent=args.cgroup_parent, netns_pool=args.netns_pool)
     from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
     from pilothouse.runtime_shim.containerd.client import address_of
 

@@ -130,6 +130,7 @@ class Sandbox:
     pid_holder: int = 0
     pid_holder_start: int = 0
     cgroup: dict[str, str] = field(default_factory=dict)
+    host_ifname: str = ""  # the veth's host end when not named after the sandbox (pooled)
 
     @functools.cached_property
     def config(self) -> cri.PodSandboxConfig:
@@ -200,6 +201,17 @@ class Container:
             self.__dict__.pop(cached, None)
 
 
+POOL_PREFIX = "pool-"  # IPAM owner of a pooled namespace not yet claimed
+
+
+@dataclass
+class PooledNetns:
+    owner: str  # its IPAM owner (POOL_PREFIX...) until a sandbox claims it
+    netns: str  # name under /run/netns
+    ip: str
+    host_ifname: str
+
+
 @dataclass
 class Runtime:
     """What the supervisor's files say about a container right now."""
@@ -227,6 +239,7 @@ class ProcessBackend:
         python: str = sys.executable,
         cgroup_parent: str = "/pilothouse",
         cgroups: Cgroups | None = None,
+        netns_pool: int = 0,
     ) -> None:
         self.root = root
         self.sandboxes_dir = root / "sandboxes"
@@ -256,6 +269,13 @@ class ProcessBackend:
         self.streaming: StreamingServer | None = None  # set by the server when it runs one
         # forks supervisors and sandbox namespaces (a fork, not an interpreter start, each)
         self.zygote = Zygote(python=python, log_path=root / "zygote.log")
+        # Network namespaces made ahead of need, each wired to the bridge with an address
+        # (the slow part of a sandbox: a new netns and a veth, which takes the kernel's
+        # rtnl lock); RunPodSandbox takes one and only makes its IPC/UTS namespaces.
+        self.netns_pool = netns_pool if self.privileged else 0
+        self._pool: list[PooledNetns] = []
+        self._pool_task: asyncio.Task[None] | None = None
+        self._pool_error = ""
 
     # -- lifecycle of the backend --------------------------------------------------
     async def start(self) -> None:
@@ -280,9 +300,18 @@ class ProcessBackend:
                 await self.network.ensure_bridge()
             except network.NetworkError as err:
                 self._network_error = str(err)
+            await self._remove_stale_pool()
         await self.zygote.start()
+        self._refill_pool()
 
     async def close(self) -> None:
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            await asyncio.gather(self._pool_task, return_exceptions=True)
+            self._pool_task = None
+        for entry in self._pool:
+            await self._destroy_pooled(entry.owner, entry.netns)
+        self._pool.clear()
         await self.zygote.close()
         loop = asyncio.get_running_loop()
         for fd in list(self._watched.values()):
@@ -293,6 +322,53 @@ class ProcessBackend:
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
+
+    # -- the pool of ready network namespaces ----------------------------------------
+    def _refill_pool(self) -> None:
+        """Top the pool up in the background (one namespace at a time, so a refill never
+        competes much with the sandboxes being started)."""
+        if not self.netns_pool or self._network_error or self._pool_error or (
+                self._pool_task is not None and not self._pool_task.done()):
+            return
+        self._pool_task = asyncio.create_task(self._fill_pool(), name="netns-pool")
+
+    async def _fill_pool(self) -> None:
+        while len(self._pool) < self.netns_pool:
+            owner = f"{POOL_PREFIX}{secrets.token_hex(14)}"
+            netns = f"ph-{owner[:12]}"
+            try:
+                net = self.network.plan(owner)
+                await self.zygote.call({"op": "sandbox", "netns": str(network.NETNS_DIR / netns),
+                                        "ipc": None, "uts": None, "hostname": "", "net": net})
+            except (network.NetworkError, ZygoteError, OSError) as err:
+                self._pool_error = str(err)  # no more tries: sandboxes make their own
+                log.warning("netns pool: %s (sandboxes make their own namespaces)", err)
+                await self._destroy_pooled(owner, netns)
+                return
+            except BaseException:
+                await self._destroy_pooled(owner, netns)
+                raise
+            self._pool.append(PooledNetns(owner, netns, net["ip"], net["host_ifname"]))
+
+    async def _destroy_pooled(self, owner: str, netns: str) -> None:
+        await self.network.detach(owner)
+        await network.remove_namespaces([str(network.NETNS_DIR / netns)])
+
+    async def _remove_stale_pool(self) -> None:
+        """A shim that died left its unclaimed namespaces: the IPAM files name them."""
+        for owner in self.network.ipam.owners():
+            if owner.startswith(POOL_PREFIX):
+                await self._destroy_pooled(owner, f"ph-{owner[:12]}")
+
+    def _take_pooled(self, sb: Sandbox) -> bool:
+        """Give ``sb`` a ready namespace from the pool (its address moves to ``sb``)."""
+        if not self._pool:
+            return False
+        entry = self._pool.pop(0)
+        self.network.ipam.transfer(entry.owner, sb.id)
+        sb.netns, sb.ip, sb.host_ifname = entry.netns, entry.ip, entry.host_ifname
+        self._refill_pool()
+        return True
 
     # -- runtime -------------------------------------------------------------------
     async def version(self, req: cri.VersionRequest) -> cri.VersionResponse:
@@ -379,17 +455,19 @@ class ProcessBackend:
         host_network = opts.network == NODE or not self.privileged
         hostname = config.hostname or config.metadata.name
         if self.privileged:
-            if not host_network:
+            pooled = not host_network and self._take_pooled(sb)
+            if not host_network and not pooled:
                 sb.netns = f"ph-{sb.id[:12]}"
             if opts.ipc != NODE:
                 sb.ipc = str(directory / "ns" / "ipc")
             if not host_network:
                 sb.uts = str(directory / "ns" / "uts")
             request: dict[str, Any] = {
-                "op": "sandbox", "netns": str(network.NETNS_DIR / sb.netns) if sb.netns else None,
+                "op": "sandbox",
+                "netns": str(network.NETNS_DIR / sb.netns) if sb.netns and not pooled else None,
                 "ipc": sb.ipc or None, "uts": sb.uts or None, "hostname": hostname[:63],
                 "net": None}
-            if sb.netns:
+            if sb.netns and not pooled:
                 request["net"] = self.network.plan(sb.id)
                 sb.ip = request["net"]["ip"]
             try:
@@ -438,7 +516,7 @@ class ProcessBackend:
     async def _teardown_sandbox(self, sb: Sandbox) -> None:
         """Release the network and the pid holder (stop); idempotent."""
         if sb.netns:
-            await self.network.detach(sb.id)
+            await self.network.detach(sb.id, sb.host_ifname)
             await network.remove_namespaces([str(network.NETNS_DIR / sb.netns)])
         if sb.pid_holder and _alive(sb.pid_holder, sb.pid_holder_start):
             with contextlib.suppress(ProcessLookupError):

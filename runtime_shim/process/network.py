@@ -79,6 +79,9 @@ class Ipam:
         self.gateway = next(cidr.hosts())
         self._owners: dict[str, ipaddress.IPv4Address] = {}
         for path in self.dir.iterdir():
+            if path.name.startswith("."):
+                path.unlink(missing_ok=True)  # an unfinished transfer: the old file holds
+                continue
             with contextlib.suppress(OSError, ValueError):
                 self._owners[path.read_text()] = ipaddress.IPv4Address(path.name)
         self._last = int(self.gateway)
@@ -108,6 +111,19 @@ class Ipam:
 
     def lookup(self, owner: str) -> ipaddress.IPv4Address | None:
         return self._owners.get(owner)
+
+    def owners(self) -> list[str]:
+        return list(self._owners)
+
+    def transfer(self, owner: str, new_owner: str) -> ipaddress.IPv4Address:
+        """Hand ``owner``'s address to ``new_owner`` (a pooled namespace claimed by a
+        sandbox); the file is replaced atomically, so a restart sees one owner or the other."""
+        ip = self._owners.pop(owner)
+        tmp = self.dir / f".{ip}.tmp"
+        tmp.write_text(new_owner)
+        tmp.replace(self.dir / str(ip))
+        self._owners[new_owner] = ip
+        return ip
 
     def release(self, owner: str) -> None:
         ip = self._owners.pop(owner, None)
@@ -170,10 +186,11 @@ class BridgeNetwork:
                 "ip": str(ip), "prefixlen": self.cidr.prefixlen,
                 "gateway": str(self.ipam.gateway)}
 
-    async def detach(self, sandbox_id: str) -> None:
-        """Delete the sandbox's veth pair and release its address; idempotent."""
+    async def detach(self, sandbox_id: str, ifname: str = "") -> None:
+        """Delete the sandbox's veth pair (``ifname``: its host end, when it is not named
+        after the sandbox) and release its address; idempotent."""
         with contextlib.suppress(OSError), netlink.Route() as route:
-            route.delete_link(host_ifname(sandbox_id))
+            route.delete_link(ifname or host_ifname(sandbox_id))
         self.ipam.release(sandbox_id)
 
 
