@@ -2,6 +2,7 @@
 
     python bench/pod_startup.py            # 100 pods
     python bench/pod_startup.py --quick    # 20 pods
+    python bench/pod_startup.py --quick --runtime containerd-cri
 
 Runs the real pieces as separate processes: ``pilothouse apiserver`` (SQLite
 in a temporary directory), ``pilothouse runtime-shim --backend process`` (on a
@@ -10,8 +11,12 @@ bridge and pod CIDR of its own) and ``pilothouse kubelet``. Pods are busybox
 first, so no pull is timed), bound to the node at creation (no scheduler).
 A pod's latency is from just before its create call to the watch event that
 shows it Running with all containers running. Also reports the kubelet's RSS
-with every pod running. Needs root (network namespaces). Everything started
-is stopped and removed at the end. Ends with one line ``BENCH {json}``.
+with every pod running, CPU per pod of each component, CRI calls per pod and
+apiserver writes per pod. ``--runtime containerd-cri`` runs the kubelet on a
+private containerd's own CRI plugin instead of our shim (pause and busybox
+imported first; ``--cgroup-root`` set so it has pod stats). Needs root
+(network namespaces). Everything started is stopped and removed at the end.
+Ends with one line ``BENCH {json}``.
 """
 
 from __future__ import annotations
@@ -270,6 +275,25 @@ def cleanup_runtime(shim_root: Path, bridge: str, cgroup_parent: str) -> None:
                 top.rmdir()
 
 
+async def remove_all_sandboxes(endpoint: str) -> None:
+    """containerd's CRI: stop and remove every pod (their network namespaces go with them)."""
+    import grpc
+
+    from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
+    from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            runtime = cri_grpc.RuntimeServiceStub(channel)
+            listed = await runtime.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=30)
+            for sb in listed.items:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await runtime.StopPodSandbox(cri.StopPodSandboxRequest(
+                        pod_sandbox_id=sb.id), timeout=60)
+                    await runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(
+                        pod_sandbox_id=sb.id), timeout=60)
+
+
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -309,6 +333,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 pods (under a minute)")
     parser.add_argument("--pods", type=int, default=None)
+    parser.add_argument("--runtime", choices=["process", "containerd-cri"], default="process",
+                        help="our shim's process backend, or containerd's own CRI")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy samples (collapsed stacks) of the kubelet, shim and "
                         "apiserver during the burst, written to DIR")
@@ -326,28 +352,45 @@ def main() -> int:
     shim_root = work / "shim"
     sock = work / "cri.sock"
     procs: list[subprocess.Popen[bytes]] = []
+    daemon: Any = None  # containerd-cri: the private containerd
     logs = open(work / "components.log", "wb")  # noqa: SIM115 - closed in finally
     try:
         subprocess.run([*PILOTHOUSE, "image", "build", "busybox", "--output",
                         str(work / "busybox.tar")], check=True, capture_output=True)
-        subprocess.run([*PILOTHOUSE, "image", "import", str(work / "busybox.tar"), "--root",
-                        str(shim_root)], check=True, capture_output=True)
         procs.append(subprocess.Popen(
             [*PILOTHOUSE, "apiserver", "--data-dir", str(work / "api"), "--port",
              str(http_port), "--grpc-port", str(grpc_port)], stdout=logs, stderr=logs))
-        shim = subprocess.Popen(
-            [*PILOTHOUSE, "runtime-shim", "--backend", "process", "--listen", f"unix://{sock}",
-             "--root", str(shim_root), "--bridge", bridge, "--pod-cidr", cidr,
-             "--cgroup-parent", cgroup_parent, "--log-level", "WARNING"],
-            stdout=logs, stderr=logs)
-        procs.append(shim)
-        asyncio.run(wait_for_socket(sock, shim, "the runtime shim"))
+        extra: list[str] = []
+        if args.runtime == "containerd-cri":
+            from pilothouse.runtime_shim.containerd.daemon import Containerd
+            from pilothouse.runtime_shim.images import oci
+
+            oci.write_oci_layout(work / "pause.tar", [oci.build_pause()])
+            daemon = Containerd(work / "ctd", bridge=bridge, subnet=cidr)
+            daemon.start()
+            for archive in ("busybox.tar", "pause.tar"):
+                daemon.import_image(work / archive)
+            sock = Path(daemon.address)
+            assert daemon.process is not None
+            shim_pid = daemon.process.pid  # containerd itself (its runc shims not counted)
+            extra = ["--cgroup-root", cgroup_parent]
+        else:
+            subprocess.run([*PILOTHOUSE, "image", "import", str(work / "busybox.tar"),
+                            "--root", str(shim_root)], check=True, capture_output=True)
+            shim = subprocess.Popen(
+                [*PILOTHOUSE, "runtime-shim", "--backend", "process", "--listen",
+                 f"unix://{sock}", "--root", str(shim_root), "--bridge", bridge, "--pod-cidr",
+                 cidr, "--cgroup-parent", cgroup_parent, "--log-level", "WARNING"],
+                stdout=logs, stderr=logs)
+            procs.append(shim)
+            shim_pid = shim.pid
+            asyncio.run(wait_for_socket(sock, shim, "the runtime shim"))
         kubelet = subprocess.Popen(
             [*PILOTHOUSE, "kubelet", "--node-name", node, "--runtime-endpoint",
              f"unix://{sock}", "--apiserver", f"grpc://{api}", "--root-dir",
              str(work / "kubelet"), "--port", str(kubelet_port), "--address", "127.0.0.1",
              # room for every pod (the default, 10 x cores, is 20 on this 2-core machine)
-             "--max-pods", str(max(110, pods))],
+             "--max-pods", str(max(110, pods)), *extra],
             stdout=logs, stderr=logs)
         procs.append(kubelet)
         asyncio.run(wait_for_node(api, node, kubelet))
@@ -355,9 +398,9 @@ def main() -> int:
         calls_before = runtime_calls(kubelet_url)
         figures: dict[str, object] = dict(asyncio.run(measure(
             api, f"http://127.0.0.1:{http_port}", pods, node, kubelet.pid,
-            {"apiserver": procs[0].pid, "runtime_shim": shim.pid, "kubelet": kubelet.pid},
+            {"apiserver": procs[0].pid, "runtime": shim_pid, "kubelet": kubelet.pid},
             args.profile)))
-        figures["backend"] = "process"
+        figures["backend"] = args.runtime
         figures["cri_mean_ms"] = runtime_means(kubelet_url)
         calls = runtime_calls(kubelet_url)
         figures["cri_calls"] = calls
@@ -367,11 +410,14 @@ def main() -> int:
         per_pod["total"] = round(sum(per_pod.values()), 2)
         figures["cri_calls_per_pod"] = per_pod
         figures["cpu_s"] = {"kubelet": round(cpu_seconds(kubelet.pid), 2),
-                            "runtime_shim": round(cpu_seconds(shim.pid), 2),
+                            "runtime": round(cpu_seconds(shim_pid), 2),
                             "apiserver": round(cpu_seconds(procs[0].pid), 2)}
     finally:
         for proc in reversed(procs):
             stop(proc)
+        if daemon is not None:
+            asyncio.run(remove_all_sandboxes(f"unix://{daemon.address}"))
+            daemon.cleanup()
         cleanup_runtime(shim_root, bridge, cgroup_parent)
         logs.close()
         shutil.rmtree(work, ignore_errors=True)
