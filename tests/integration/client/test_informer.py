@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,9 @@ async def test_informer_relists_after_the_apiserver_restarts(tmp_path: Path,
         await server.stop()
         # While the informer is cut off, the object goes away (a second server on the
         # same data, then stopped), and more writes move the revision on.
-        offline = APIServer(config)
+        # On other ports: the informer must not reach it and follow its events.
+        offline = APIServer(dataclasses.replace(config, port=free_port(),
+                                                grpc_port=free_port()))
         await offline.start()
         async with make_client(offline, transport) as other:
             await other.delete(core_pb2.ConfigMap, "drop", namespace="default")
