@@ -16,7 +16,7 @@ import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.runtime_shim.events import EventHub
@@ -35,10 +35,14 @@ class ImageRPCs(Protocol):
     async def remove_image(self, req: cri.RemoveImageRequest) -> cri.RemoveImageResponse: ...
 
 
-class DelegatedRPCs:
-    """GetContainerEvents and the image RPCs, answered by ``events`` and ``images``."""
+Images = TypeVar("Images", bound=ImageRPCs)
 
-    images: ImageRPCs
+
+class DelegatedRPCs(Generic[Images]):
+    """GetContainerEvents and the image RPCs, answered by ``events`` and ``images``
+    (``DelegatedRPCs[TheImageService]``: the backend keeps its service's own type)."""
+
+    images: Images
     events: EventHub
 
     def container_events(self) -> AsyncIterator[cri.ContainerEventResponse]:

@@ -140,7 +140,7 @@ class ContainerRecord:
     exit: dict[str, Any] | None = None  # exit_code, finished_at, reason, message
 
 
-class ContainerdBackend(DelegatedRPCs):
+class ContainerdBackend(DelegatedRPCs[ContainerdImages]):
     name = "containerd"
 
     def __init__(self, *, root: Path, address: str, namespace: str = "pilothouse",

@@ -100,7 +100,7 @@ class FakeImages:
         return cri.RemoveImageResponse()
 
 
-class Backend(DelegatedRPCs):
+class Backend(DelegatedRPCs[FakeImages]):
     def __init__(self) -> None:
         self.images = FakeImages()
         self.events = EventHub()
@@ -114,7 +114,7 @@ async def test_delegated_rpcs_reach_the_image_service_and_the_event_hub() -> Non
     await backend.image_status(cri.ImageStatusRequest(image=spec))
     assert (await backend.pull_image(cri.PullImageRequest(image=spec))).image_ref == "sha256:b"
     await backend.remove_image(cri.RemoveImageRequest(image=spec))
-    images = cast(FakeImages, backend.images)
+    images = backend.images
     assert images.calls == ["list", "status busybox", "pull busybox", "remove busybox"]
     stream = backend.container_events()  # subscribed from this call on
     backend.events.publish(cri.ContainerEventResponse(container_id="c1"))
@@ -125,5 +125,7 @@ async def test_delegated_rpcs_reach_the_image_service_and_the_event_hub() -> Non
                                   "container_events"])
 def test_both_backends_take_the_delegated_rpcs_from_one_place(name: str) -> None:
     from pilothouse.runtime_shim.containerd.backend import ContainerdBackend
+    from pilothouse.runtime_shim.process.backend import ProcessBackend
 
-    assert getattr(ContainerdBackend, name) is getattr(DelegatedRPCs, name)
+    for backend in (ContainerdBackend, ProcessBackend):
+        assert getattr(backend, name) is getattr(DelegatedRPCs, name), backend
