@@ -46,7 +46,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from typing import Any
 from pilothouse import __version__
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.runtime_shim import filters
+from pilothouse.runtime_shim.common import DelegatedRPCs, disk_usage, fill_usage
 from pilothouse.runtime_shim.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -227,7 +227,7 @@ class Runtime:
     supervisor_start: int = 0
 
 
-class ProcessBackend:
+class ProcessBackend(DelegatedRPCs[LocalImages]):
     name = "process"
 
     def __init__(
@@ -1114,30 +1114,14 @@ class ProcessBackend:
         now = time.time_ns()
         if c.cgroup:
             cg = CgroupSet(c.cgroup)
-            self._fill_usage(c.id, cg, stats.cpu, stats.memory, now)
+            fill_usage(self.cgroups, self._cpu_samples, c.id, cg, stats.cpu, stats.memory,
+                       now)
         stats.writable_layer.timestamp = now
         stats.writable_layer.fs_id.mountpoint = str(self._dir(c) / "upper")
-        used, inodes = _du(self._dir(c) / "upper")
+        used, inodes = disk_usage(self._dir(c) / "upper")
         stats.writable_layer.used_bytes.value = used
         stats.writable_layer.inodes_used.value = inodes
         return stats
-
-    def _fill_usage(self, key: str, cg: CgroupSet, cpu: cri.CpuUsage, memory: cri.MemoryUsage,
-                    now: int) -> None:
-        usage = self.cgroups.cpu_usage_ns(cg)
-        if usage is not None:
-            cpu.timestamp = now
-            cpu.usage_core_nano_seconds.value = usage
-            last = self._cpu_samples.get(key)
-            if last is not None and now > last[0]:
-                rate = (usage - last[1]) * 1_000_000_000 // (now - last[0])
-                cpu.usage_nano_cores.value = max(0, rate)
-            self._cpu_samples[key] = (now, usage)
-        mem = self.cgroups.memory(cg)
-        if mem is not None:
-            memory.timestamp = now
-            memory.usage_bytes.value, memory.working_set_bytes.value, rss = mem
-            memory.rss_bytes.value = rss
 
     async def container_stats(self, req: cri.ContainerStatsRequest) -> cri.ContainerStatsResponse:
         c = self._container(req.container_id)
@@ -1168,7 +1152,8 @@ class ProcessBackend:
         now = time.time_ns()
         if sb.cgroup:
             cg = CgroupSet(sb.cgroup)
-            self._fill_usage(sb.id, cg, stats.linux.cpu, stats.linux.memory, now)
+            fill_usage(self.cgroups, self._cpu_samples, sb.id, cg, stats.linux.cpu,
+                       stats.linux.memory, now)
             count = self.cgroups.process_count(cg)
             if count is not None:
                 stats.linux.process.timestamp = now
@@ -1220,25 +1205,10 @@ class ProcessBackend:
         if self.events.subscribers:  # an event carries every status of the pod: build it
             self.events.publish(self._event(c, kind, removed))  # only for a listener
 
-    def container_events(self) -> AsyncIterator[cri.ContainerEventResponse]:
-        return self.events.subscribe()
-
-    # -- images --------------------------------------------------------------------
-    async def list_images(self, req: cri.ListImagesRequest) -> cri.ListImagesResponse:
-        return await self.images.list_images(req)
-
-    async def image_status(self, req: cri.ImageStatusRequest) -> cri.ImageStatusResponse:
-        return await self.images.image_status(req)
-
-    async def pull_image(self, req: cri.PullImageRequest) -> cri.PullImageResponse:
-        return await self.images.pull_image(req)
-
-    async def remove_image(self, req: cri.RemoveImageRequest) -> cri.RemoveImageResponse:
-        return await self.images.remove_image(req)
-
+    # -- images (list, status, pull, remove: DelegatedRPCs) ------------------------
     async def image_fs_info(self, req: cri.ImageFsInfoRequest) -> cri.ImageFsInfoResponse:
         resp = await self.images.image_fs_info(req)
-        used, inodes = await asyncio.to_thread(_du, self.containers_dir)
+        used, inodes = await asyncio.to_thread(disk_usage, self.containers_dir)
         usage = cri.FilesystemUsage(timestamp=time.time_ns())
         usage.fs_id.mountpoint = str(self.containers_dir)
         usage.used_bytes.value = used
@@ -1282,15 +1252,6 @@ def _signal_number(name: str) -> int:
 def _wants_limits(res: cri.LinuxContainerResources) -> bool:
     return bool(res.cpu_quota > 0 or res.memory_limit_in_bytes > 0 or res.unified)
 
-
-def _du(path: Path) -> tuple[int, int]:
-    used = inodes = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        inodes += len(dirnames) + len(filenames)
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                used += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-    return used, inodes
 
 
 def _resolv_conf(dns: cri.DNSConfig) -> str:
