@@ -98,8 +98,17 @@ async def run_with_pipes(argv: list[str], env: dict[str, str], cwd: str | None,
             await proc.wait()
 
 
-def _controlling_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _session_with_terminal(slave: int) -> Callable[[], None]:
+    """The child's pre-exec step: a new session whose controlling terminal is ``slave``.
+
+    Done here rather than with ``start_new_session`` and fd 0: uvloop runs the hook
+    before its own ``setsid`` and before stdin is in place (TIOCSCTTY then fails
+    with ENOTTY), so the hook does both itself, on the slave's own descriptor.
+    """
+    def step() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    return step
 
 
 def set_size(fd: int, width: int, height: int) -> None:
@@ -113,7 +122,7 @@ async def run_in_pty(argv: list[str], env: dict[str, str], cwd: str | None,
         set_size(master, 80, 24)
         proc = await asyncio.create_subprocess_exec(
             *argv, env={"TERM": "xterm", **env}, cwd=cwd, stdin=slave, stdout=slave,
-            stderr=slave, start_new_session=True, preexec_fn=_controlling_tty)
+            stderr=slave, preexec_fn=_session_with_terminal(slave))
     finally:
         os.close(slave)
     os.set_blocking(master, False)
