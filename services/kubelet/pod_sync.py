@@ -893,14 +893,7 @@ class PodSyncer:
         pod = state.pod
         if state.deleting:
             if not state.gone and not state.static:
-                try:
-                    await self.d.client.delete(core_pb2.Pod, pod.metadata.name,
-                                               namespace=pod.metadata.namespace,
-                                               grace_period_seconds=0,
-                                               precondition_uid=pod.metadata.uid)
-                except ClientError as e:
-                    if not is_not_found(e) and not is_conflict(e):
-                        raise
+                await self._final_delete(pod)
             await self.cleanup(state, RuntimePod(state.uid))
             return
         if state.rejection_written or state.gone:
@@ -937,15 +930,19 @@ class PodSyncer:
         state.view.waiting.clear()
         if not state.gone and not state.static:
             await self.write_status(state, rp)
-            try:
-                await self.d.client.delete(core_pb2.Pod, pod.metadata.name,
-                                           namespace=pod.metadata.namespace,
-                                           grace_period_seconds=0,
-                                           precondition_uid=pod.metadata.uid)
-            except ClientError as e:
-                if not is_not_found(e) and not is_conflict(e):
-                    raise
+            await self._final_delete(pod)
         await self.cleanup(state, rp)
+
+    async def _final_delete(self, pod: core_pb2.Pod) -> None:
+        """The kubelet's last word on a pod: delete it now, only if it is still this pod."""
+        try:
+            await self.d.client.delete(core_pb2.Pod, pod.metadata.name,
+                                       namespace=pod.metadata.namespace,
+                                       grace_period_seconds=0,
+                                       precondition_uid=pod.metadata.uid)
+        except ClientError as e:
+            if not is_not_found(e) and not is_conflict(e):
+                raise
 
     async def cleanup(self, state: PodState, rp: RuntimePod | None = None) -> None:
         """Remove the pod's sandboxes (and containers), volumes and back-off entries."""
