@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import secrets
@@ -36,6 +35,7 @@ from pilothouse.runtime_shim.images import oci
 from pilothouse.runtime_shim.images.store import ImageStore
 from pilothouse.runtime_shim.process.backend import ProcessBackend
 from pilothouse.runtime_shim.server import start_server
+from tests.containerd_support import free_cidr
 from tests.support import wait_for
 
 BUSYBOX = oci.BUSYBOX_TAG
@@ -202,16 +202,6 @@ class Shim:
 
 
 
-def _free_cidr() -> str:
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True,
-                          check=False).stdout
-    while True:
-        cidr = f"10.{secrets.randbelow(150) + 100}.{secrets.randbelow(256)}.0/24"
-        net = ipaddress.IPv4Network(cidr)
-        if str(net.network_address)[:-1] not in used:
-            return cidr
-
-
 async def _start_process(shim: Shim) -> None:
     backend = ProcessBackend(root=shim.root, bridge=shim.state["bridge"], pod_cidr=shim.pod_cidr,
                              cgroup_parent=shim.state["cgroup_parent"])
@@ -238,7 +228,7 @@ async def process_shim(tmp_path: Path, short_dir: Path,
     ImageStore(root / "images").import_archive(image_archives["busybox"])
     tag = secrets.token_hex(3)
     shim = Shim("process", root, f"unix://{short_dir}/cri.sock", short_dir / "logs",
-                _free_cidr(), _start_process, _stop_process,
+                free_cidr(), _start_process, _stop_process,
                 state={"bridge": f"pht{tag}", "cgroup_parent": f"/pilothouse-test-{tag}"})
     await _start_process(shim)
     try:
@@ -293,7 +283,7 @@ async def containerd_cri_shim(short_dir: Path,
                               image_archives: dict[str, Path]) -> AsyncIterator[Shim]:
     """containerd's own CRI plugin: the reference our backends are compared with."""
     tag = secrets.token_hex(3)
-    cidr = _free_cidr()
+    cidr = free_cidr()
     daemon = Containerd(short_dir / "ctd", bridge=f"phc{tag}", subnet=cidr)
     shim = Shim("containerd-cri", short_dir / "ctd", "", short_dir / "logs", cidr,
                 _start_containerd, _stop_containerd, state={"containerd": daemon})
@@ -328,8 +318,8 @@ async def containerd_shim(short_dir: Path,
                           image_archives: dict[str, Path]) -> AsyncIterator[Shim]:
     """Our shim's containerd backend, driving a private containerd over its gRPC API."""
     tag = secrets.token_hex(3)
-    cidr = _free_cidr()
-    daemon = Containerd(short_dir / "ctd", bridge=f"phd{tag}", subnet=_free_cidr())
+    cidr = free_cidr()
+    daemon = Containerd(short_dir / "ctd", bridge=f"phd{tag}", subnet=free_cidr())
     await asyncio.to_thread(daemon.start)
     client = Client(daemon.address, "pilothouse")
     await client.ensure_namespace()
