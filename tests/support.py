@@ -24,3 +24,13 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {within}s")
         await asyncio.sleep(0.02)
+
+
+def wait_until(predicate: Callable[[], bool], within: float = 30.0,
+               what: str = "condition") -> None:
+    """``wait_for`` for synchronous tests: poll until true, fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {within}s")
+        time.sleep(0.02)

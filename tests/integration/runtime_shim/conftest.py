@@ -174,14 +174,14 @@ class Shim:
         return resp.status
 
     async def wait_exited(self, cid: str, within: float = 20.0) -> cri.ContainerStatus:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            status = await self.status(cid)
-            if status.state == cri.CONTAINER_EXITED:
-                return status
-            assert loop.time() < deadline, f"container still {status.state} after {within}s"
-            await asyncio.sleep(0.02)
+        seen: list[cri.ContainerStatus] = []
+
+        async def exited() -> bool:
+            seen[:] = [await self.status(cid)]
+            return seen[0].state == cri.CONTAINER_EXITED
+
+        await wait_for(exited, within=within, what=f"container {cid} exited")
+        return seen[0]
 
     async def exec(self, cid: str, *cmd: str, timeout: int = 10) -> cri.ExecSyncResponse:
         return await self.runtime.ExecSync(

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -14,9 +13,18 @@ import pytest
 
 from pilothouse.gen.cri.runtime.v1 import api_pb2 as cri
 from pilothouse.gen.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from tests.support import wait_until
 
 PILOTHOUSE = [sys.executable, "-m", "pilothouse.cli"]
 pytestmark = pytest.mark.slow
+
+
+def wait_for_socket(proc: subprocess.Popen[bytes], socket: Path, within: float) -> None:
+    """Until the shim has created its socket; its stderr if it exits first."""
+    def ready() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        return socket.exists()
+    wait_until(ready, within=within, what="the shim's socket")
 
 
 def test_bad_listen_address_is_a_clear_error(tmp_path: Path) -> None:
@@ -55,11 +63,7 @@ def test_shim_process_serves_and_stops_on_sigterm(short_dir: Path) -> None:
                              f"phx{os.getpid() % 100000}", "--pod-cidr", "10.215.0.0/24"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while not socket.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the shim did not create its socket"
-            time.sleep(0.02)
+        wait_for_socket(proc, socket, within=30)
         with grpc.insecure_channel(f"unix://{socket}") as channel:
             stub = cri_grpc.RuntimeServiceStub(channel)
             version = stub.Version(cri.VersionRequest(), timeout=10)
@@ -134,11 +138,7 @@ def test_containerd_backend_process_serves_and_stops_on_sigterm(short_dir: Path)
                              "--bridge", f"phk{tag}", "--pod-cidr", "10.219.0.0/24"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while not socket.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the shim did not create its socket"
-            time.sleep(0.02)
+        wait_for_socket(proc, socket, within=60)
         with grpc.insecure_channel(f"unix://{socket}") as channel:
             stub = cri_grpc.RuntimeServiceStub(channel)
             version = stub.Version(cri.VersionRequest(), timeout=30)
